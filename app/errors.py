@@ -1,0 +1,72 @@
+"""The archive's error hierarchy: each class carries its HTTP status.
+
+    FilmlessError                 500  base; never raised bare
+    ├── BadRequest                400  malformed request, invalid query parameter (PS3.18 §8.6.1)
+    ├── NotFound                  404  unknown UID, or a resource the caller may not see
+    ├── NotAcceptable             406  no acceptable media type or transfer syntax (PS3.18 §8.7.3)
+    ├── Conflict                  409  the request conflicts with stored state
+    ├── PayloadTooLarge           413  a part or body exceeds a configured limit
+    ├── UnsupportedMediaType      415  request Content-Type not supported (PS3.18 §10.5.1.2)
+    ├── RangeNotSatisfiable       416  a byte range that starts beyond the end of an object
+    └── StorageUnavailable        503  the database or object store cannot be reached
+
+Foreign exceptions (asyncpg, botocore, OSError) are translated where they are met, in the
+repository and storage modules, so that everything above them only ever sees these.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class FilmlessError(Exception):
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(FilmlessError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class NotFound(FilmlessError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class NotAcceptable(FilmlessError):
+    status = HTTPStatus.NOT_ACCEPTABLE
+
+
+class Conflict(FilmlessError):
+    status = HTTPStatus.CONFLICT
+
+
+class PayloadTooLarge(FilmlessError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(FilmlessError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class RangeNotSatisfiable(FilmlessError):
+    """A byte range that starts beyond the end of an object.
+
+    Carries the object's ``size`` because a 416 response must say it
+    (``Content-Range: bytes */<size>``, RFC 9110 §14.4)."""
+
+    status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class StorageUnavailable(FilmlessError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ObjectNotFound(NotFound):
+    """An object key the store does not hold."""

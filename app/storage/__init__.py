@@ -1,0 +1,1 @@
+"""Object storage: one small protocol (:mod:`.base`), a filesystem and an S3 backend."""
