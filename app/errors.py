@@ -2,6 +2,7 @@
 
     FilmlessError                 500  base; never raised bare
     ├── BadRequest                400  malformed request, invalid query parameter (PS3.18 §8.6.1)
+    ├── Forbidden                 403  authenticated, but without the right
     ├── NotFound                  404  unknown UID, or a resource the caller may not see
     ├── NotAcceptable             406  no acceptable media type or transfer syntax (PS3.18 §8.7.3)
     ├── Conflict                  409  the request conflicts with stored state
@@ -29,6 +30,10 @@ class FilmlessError(Exception):
 
 class BadRequest(FilmlessError):
     status = HTTPStatus.BAD_REQUEST
+
+
+class Forbidden(FilmlessError):
+    status = HTTPStatus.FORBIDDEN
 
 
 class NotFound(FilmlessError):

@@ -1,0 +1,94 @@
+"""The application factory: settings in, a FastAPI app out. Nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pydicom.config
+from fastapi import FastAPI
+
+from app import __version__
+from app.embedded import start_embedded_postgres
+from app.errors import FilmlessError
+from app.repository.database import create_pool
+from app.repository.migrations import migrate
+from app.routers import health, qido, stow, wado
+from app.services.sweep import sweep_forever
+from app.settings import Settings
+from app.state import Archive
+from app.storage.factory import open_store
+from app.web import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Filmless is a DICOMweb (PS3.18) imaging archive: STOW-RS, QIDO-RS and WADO-RS
+under `/dicom-web`, over PostgreSQL and object storage."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    # Modalities send values that bend the standard (a UID component with a leading zero,
+    # a malformed date); the archive stores what it is given and does not warn per value.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            archive = await open_archive(settings, stack)
+            app.state.archive = archive
+            sweeper = None
+            if settings.sweep_interval > 0:
+                sweeper = asyncio.create_task(sweep_forever(archive))
+            try:
+                yield
+            finally:
+                if sweeper is not None:
+                    sweeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeper
+
+    app = FastAPI(
+        title="Filmless",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health.router, stow.router, qido.router, wado.router):
+        app.include_router(router)
+    return app
+
+
+async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> Archive:
+    """Connect to (or start) the database, migrate it, open the object store."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _clean_spool(settings)
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+    else:
+        dsn = await start_embedded_postgres(settings.data_dir)
+    pool = await create_pool(dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max)
+    stack.push_async_callback(pool.close)
+    if settings.auto_migrate:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    store = await open_store(settings, stack)
+    return Archive(settings=settings, pool=pool, store=store)
+
+
+def _clean_spool(settings: Settings) -> None:
+    # Spooled request parts of a process that died; a live request's files are younger.
+    spool = settings.spool_path
+    spool.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - settings.pending_timeout
+    for path in spool.iterdir():
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
+__all__ = ["FilmlessError", "create_app"]

@@ -1,0 +1,59 @@
+"""The PostgreSQL connection pool, and the one place asyncpg's failures are translated."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeAlias
+
+import asyncpg
+
+from app.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> Pool:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StorageUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Map connection-level failures to 503; anything else is a bug and stays a 500."""
+    try:
+        yield
+    except (
+        OSError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.InterfaceError,
+    ) as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise StorageUnavailable("the database is unavailable") from exc
+
+
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with translate_errors(), pool.acquire() as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+async def ping(pool: Pool) -> None:
+    async with connection(pool) as conn:
+        await conn.fetchval("SELECT 1")

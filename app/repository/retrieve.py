@@ -1,0 +1,102 @@
+"""Lookups for WADO-RS: the stored instances under a study, series or instance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from app.dicom.frames import PixelInfo
+from app.repository.database import Pool, connection
+
+_SCOPE = """
+FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
+WHERE i.status = 1 AND st.study_instance_uid = $1
+  AND ($2::text IS NULL OR se.series_instance_uid = $2)
+  AND ($3::text IS NULL OR i.sop_instance_uid = $3)
+ORDER BY se.pk, i.instance_number, i.pk"""
+
+SELECT_OBJECTS = (
+    "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
+    "i.transfer_syntax_uid, i.object_key, i.size " + _SCOPE
+)
+SELECT_METADATA = (
+    "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata::text AS metadata "
+    + _SCOPE
+)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StoredMetadata:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    metadata: str  # DICOM JSON text with bulk placeholders
+
+
+async def objects(
+    pool: Pool, study: str, series: str | None = None, instance: str | None = None
+) -> list[StoredObject]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_OBJECTS, study, series, instance)
+    return [StoredObject(**dict(r)) for r in rows]
+
+
+async def metadata(
+    pool: Pool, study: str, series: str | None = None, instance: str | None = None
+) -> list[StoredMetadata]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_METADATA, study, series, instance)
+    return [StoredMetadata(**dict(r)) for r in rows]
+
+
+SELECT_BULK = """
+SELECT i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset, i.pixel_length,
+       i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table,
+       i.number_of_frames, i.rows, i.columns, i.samples_per_pixel, i.bits_allocated
+FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
+WHERE i.status = 1 AND st.study_instance_uid = $1 AND se.series_instance_uid = $2
+  AND i.sop_instance_uid = $3"""
+
+
+@dataclass(frozen=True)
+class StoredBulk:
+    object_key: str
+    transfer_syntax_uid: str
+    #: Bulk values other than Pixel Data: tag path -> (offset, length).
+    bulk: dict[str, tuple[int, int]]
+    pixel: PixelInfo | None
+
+
+async def bulk(pool: Pool, study: str, series: str, instance: str) -> StoredBulk | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_BULK, study, series, instance)
+    if row is None:
+        return None
+    pixel = None
+    if row["pixel_offset"] is not None:
+        pixel = PixelInfo(
+            offset=row["pixel_offset"],
+            length=row["pixel_length"],
+            encapsulated=bool(row["pixel_encapsulated"]),
+            fragment_offsets=row["fragment_offsets"] or [],
+            fragment_lengths=row["fragment_lengths"] or [],
+            basic_offset_table=row["basic_offset_table"] or [],
+            number_of_frames=row["number_of_frames"] or 1,
+            rows=row["rows"],
+            columns=row["columns"],
+            samples_per_pixel=row["samples_per_pixel"],
+            bits_allocated=row["bits_allocated"],
+        )
+    locations = {path: (int(loc[0]), int(loc[1])) for path, loc in json.loads(row["bulk"]).items()}
+    return StoredBulk(row["object_key"], row["transfer_syntax_uid"], locations, pixel)

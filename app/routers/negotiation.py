@@ -1,0 +1,43 @@
+"""The representations each DICOMweb resource offers (PS3.18 §8.7.3, Table 8.7.3-1), and
+the choice among them for a request's Accept header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.dicom.media import MediaType, MediaTypes, multipart_related, negotiate, parse_accept
+
+DICOM_JSON = MediaTypes.DICOM_JSON.value
+
+_JSON_OFFERS = [MediaType("application", "dicom+json"), MediaType("application", "json")]
+_DICOM_OFFERS = [multipart_related(MediaTypes.DICOM.value)]
+_BULK_OFFERS = [multipart_related(MediaTypes.OCTET_STREAM.value), MediaType("application", "octet-stream")]
+
+
+def negotiate_json(accept: str | None) -> str:
+    """``application/dicom+json`` (or ``application/json`` if that is all the client takes)."""
+    return negotiate(parse_accept(accept), _JSON_OFFERS).offer.essence
+
+
+@dataclass(frozen=True)
+class DicomChoice:
+    #: Acceptable transfer syntaxes in preference order; ``*`` means "as stored".
+    transfer_syntaxes: list[str]
+
+    def accepts(self, transfer_syntax_uid: str) -> bool:
+        return "*" in self.transfer_syntaxes or transfer_syntax_uid in self.transfer_syntaxes
+
+
+def negotiate_dicom(accept: str | None) -> DicomChoice:
+    """``multipart/related; type="application/dicom"``. Without a ``transfer-syntax``
+    parameter the archive sends instances as stored, as PS3.18 did before 2016c and as
+    viewers expect (a lossless conversion could only grow them)."""
+    chosen = negotiate(parse_accept(accept), _DICOM_OFFERS)
+    return DicomChoice(chosen.transfer_syntaxes(default="*"))
+
+
+def negotiate_bulk(accept: str | None) -> bool:
+    """True for ``multipart/related; type="application/octet-stream"`` (the PS3.18 default),
+    False for a single ``application/octet-stream`` body."""
+    chosen = negotiate(parse_accept(accept), _BULK_OFFERS)
+    return chosen.offer.type == "multipart"

@@ -1,0 +1,52 @@
+"""STOW-RS routes (PS3.18 §10.5) under ``/dicom-web``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.deps import ArchiveDep, RootDep, Uploader
+from app.routers.negotiation import DICOM_JSON, negotiate_json
+from app.routers.uids import StudyUID
+from app.services import stow
+
+router = APIRouter(prefix="/dicom-web", tags=["STOW-RS"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            'multipart/related; type="application/dicom"': {
+                "schema": {"type": "string", "format": "binary"},
+            }
+        },
+    }
+}
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {DICOM_JSON: {}}, "description": "Every instance was stored"},
+    202: {"description": "Some instances were stored; FailedSOPSequence lists the others"},
+    400: {"description": "Malformed request, or no part was a DICOM instance"},
+    409: {"description": "No instance could be stored (see FailedSOPSequence)"},
+    413: {"description": "A part or the body exceeds the configured limit"},
+    415: {"description": 'Content-Type is not multipart/related; type="application/dicom"'},
+}
+
+
+async def _store(request: Request, archive: ArchiveDep, root: str, study: str | None) -> JSONResponse:
+    media_type = negotiate_json(request.headers.get("accept"))
+    result = await stow.store(archive, request.stream(), request.headers.get("content-type"), root, study)
+    return JSONResponse(result.body, status_code=result.status, media_type=media_type)
+
+
+@router.post("/studies", summary="Store instances", responses=_RESPONSES, openapi_extra=_BODY)
+async def store_instances(request: Request, archive: ArchiveDep, root: RootDep, _: Uploader) -> JSONResponse:
+    return await _store(request, archive, root, None)
+
+
+@router.post(
+    "/studies/{study}", summary="Store instances of one study", responses=_RESPONSES, openapi_extra=_BODY
+)
+async def store_study_instances(
+    request: Request, archive: ArchiveDep, root: RootDep, _: Uploader, study: StudyUID
+) -> JSONResponse:
+    return await _store(request, archive, root, study)

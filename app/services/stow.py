@@ -1,0 +1,229 @@
+"""STOW-RS (PS3.18 §10.5): store instances from a ``multipart/related`` request.
+
+The body is read from the stream and every part spooled to disk (headers parsed as each
+part completes, off the event loop); only once the whole body is known to be well formed
+is anything stored, so a request refused as a whole (400, 413, 415) stores nothing. Each
+instance is then written in two phases (:mod:`app.repository.instances`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.dicom.elements import JsonDataset, element, sequence
+from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
+from app.dicom.indexing import index_record
+from app.dicom.media import MediaType, MediaTypes, parse_content_type
+from app.dicom.multipart import SpooledPart, spool_parts
+from app.dicom.status import FailureReason
+from app.errors import UnsupportedMediaType
+from app.repository import instances as repository
+from app.repository.instances import ObjectFacts, Outcome, Pending
+from app.state import Archive
+from app.storage.base import CHUNK_SIZE, new_key
+
+log = logging.getLogger(__name__)
+
+_REFUSALS = {
+    Outcome.DIFFERENT: FailureReason.DUPLICATE_SOP_INSTANCE,
+    Outcome.IN_PROGRESS: FailureReason.PROCESSING_FAILURE,
+    Outcome.WRONG_STUDY: FailureReason.DATA_SET_MISMATCH,
+    Outcome.WRONG_PATIENT: FailureReason.DATA_SET_MISMATCH,
+}
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    failure: FailureReason | None = None
+
+
+@dataclass(frozen=True)
+class StowResponse:
+    status: int
+    body: JsonDataset
+    results: list[InstanceResult] = field(default_factory=list)
+
+
+async def store(
+    archive: Archive, chunks: AsyncIterable[bytes], content_type: str | None, root: str, study: str | None
+) -> StowResponse:
+    settings = archive.settings
+    media = _check_content_type(content_type)
+    spooled = await spool_parts(
+        chunks, media, settings.spool_path, settings.max_part_size, settings.max_request_size, on_part=_parse
+    )
+    try:
+        results = [await _store_one(archive, part, parsed, study) for part, parsed in spooled]
+    finally:
+        for part, _ in spooled:
+            with contextlib.suppress(OSError):
+                part.discard()
+    return _response(results, root, study)
+
+
+def _check_content_type(value: str | None) -> MediaType:
+    if not value:
+        raise UnsupportedMediaType("a STOW-RS request needs a Content-Type")
+    media = parse_content_type(value)
+    if media.essence != "multipart/related":
+        raise UnsupportedMediaType(f"STOW-RS takes multipart/related, not {media.essence}")
+    kind = media.params.get("type", MediaTypes.DICOM.value).lower()
+    if kind != MediaTypes.DICOM.value:
+        # PS3.18 §10.5.1.2: metadata-and-bulk-data requests are optional; this archive
+        # takes complete Part 10 instances only.
+        raise UnsupportedMediaType(
+            f'multipart/related; type="{kind}" is not supported; use application/dicom'
+        )
+    return media
+
+
+async def _parse(part: SpooledPart) -> ParsedInstance | HeaderError:
+    if part.content_type is not None and part.content_type.essence != MediaTypes.DICOM.value:
+        return HeaderError(f"part is {part.content_type.essence}, not application/dicom")
+    try:
+        return await asyncio.to_thread(read_instance, part.path)
+    except HeaderError as exc:
+        return exc
+
+
+async def _store_one(
+    archive: Archive, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
+) -> InstanceResult:
+    if isinstance(parsed, HeaderError):
+        log.info("STOW-RS part refused: %s", parsed)
+        return InstanceResult(None, None, failure=FailureReason.CANNOT_UNDERSTAND)
+    result = InstanceResult(
+        parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid
+    )
+    if study is not None and parsed.study_instance_uid != study:
+        # PS3.18 §10.5.1.1: an instance of another study than the one addressed is refused.
+        return _failed(result, FailureReason.DATA_SET_MISMATCH)
+    facts = await asyncio.to_thread(_facts, part, parsed)
+    record = index_record(parsed.dataset)
+    pending = await repository.begin(archive.pool, record, facts, archive.settings.pending_timeout)
+    if pending.outcome is Outcome.IDENTICAL:
+        return result  # storing the same bytes again is an idempotent success
+    if pending.outcome is not Outcome.NEW:
+        return _failed(result, _REFUSALS[pending.outcome])
+    if await _write_object(archive, part.path, pending, facts.object_key):
+        return result
+    return _failed(result, FailureReason.PROCESSING_FAILURE)
+
+
+async def _write_object(archive: Archive, path: Path, pending: Pending, key: str) -> bool:
+    """Phases two and three. Whatever interrupts them — an error, a lost client, a
+    cancelled task — the object and the pending row are removed before it propagates."""
+    written = stored = False
+    try:
+        await archive.store.put(key, read_file(path))
+        written = True
+        stored = await repository.mark_stored(archive.pool, pending, key)
+    finally:
+        if not stored:
+            await asyncio.shield(_undo(archive, pending, key, written))
+    if pending.orphan_key:
+        with contextlib.suppress(Exception):
+            await archive.store.delete(pending.orphan_key)
+    return stored
+
+
+async def _undo(archive: Archive, pending: Pending, key: str, written: bool) -> None:
+    try:
+        await archive.store.delete(key)
+    except Exception:
+        if written:
+            # The object exists and could not be removed: keep its pending row, so the
+            # sweep retries, rather than leave an object nothing refers to.
+            log.warning("could not remove an abandoned object; the sweep will retry")
+            return
+        # A put that failed stored nothing (puts are atomic): the row can go.
+    try:
+        await repository.abandon(archive.pool, pending, key)
+    except Exception:
+        log.warning("could not remove an abandoned pending row; the sweep will", exc_info=True)
+
+
+async def read_file(path: Path) -> AsyncIterator[bytes]:
+    with await asyncio.to_thread(path.open, "rb") as file:
+        while chunk := await asyncio.to_thread(file.read, CHUNK_SIZE):
+            yield chunk
+
+
+def _facts(part: SpooledPart, parsed: ParsedInstance) -> ObjectFacts:
+    pixel = parsed.pixel
+    fragments = pixel.fragments if pixel is not None and pixel.encapsulated else None
+    return ObjectFacts(
+        object_key=new_key(),
+        size=part.size,
+        sha256=part.sha256,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        pixel_offset=pixel.value_offset if pixel else None,
+        pixel_length=pixel.value_length if pixel else None,
+        pixel_encapsulated=pixel.encapsulated if pixel else None,
+        fragment_offsets=[f[0] for f in fragments] if fragments is not None else None,
+        fragment_lengths=[f[1] for f in fragments] if fragments is not None else None,
+        basic_offset_table=list(pixel.basic_offset_table) if pixel and pixel.encapsulated else None,
+        bulk={path: [loc.offset, loc.length] for path, loc in parsed.bulk.items() if path != "7FE00010"},
+        metadata=to_dicom_json(parsed),
+    )
+
+
+def _failed(result: InstanceResult, reason: FailureReason) -> InstanceResult:
+    return InstanceResult(
+        result.sop_class_uid,
+        result.sop_instance_uid,
+        result.study_instance_uid,
+        result.series_instance_uid,
+        reason,
+    )
+
+
+def _response(results: list[InstanceResult], root: str, study: str | None) -> StowResponse:
+    """The response of PS3.18 §10.5.3: 200 when all were stored, 202 when some, 409 when
+    none (400 when none was even a DICOM instance)."""
+    stored = [r for r in results if r.failure is None]
+    failed = [r for r in results if r.failure is not None]
+    body: JsonDataset = {}
+    studies = {r.study_instance_uid for r in stored}
+    if study is not None or len(studies) == 1:
+        body["00081190"] = element("UR", f"{root}/studies/{study or next(iter(studies))}")
+    if stored:
+        body["00081199"] = sequence(
+            {
+                "00081150": element("UI", r.sop_class_uid),
+                "00081155": element("UI", r.sop_instance_uid),
+                "00081190": element(
+                    "UR",
+                    f"{root}/studies/{r.study_instance_uid}/series/{r.series_instance_uid}"
+                    f"/instances/{r.sop_instance_uid}",
+                ),
+            }
+            for r in stored
+        )
+    if failed:
+        body["00081198"] = sequence(
+            {
+                "00081150": element("UI", r.sop_class_uid),
+                "00081155": element("UI", r.sop_instance_uid),
+                "00081197": element("US", int(r.failure or 0)),
+            }
+            for r in failed
+        )
+    if not failed:
+        status = 200
+    elif stored:
+        status = 202
+    elif all(r.failure is FailureReason.CANNOT_UNDERSTAND for r in failed):
+        status = 400
+    else:
+        status = 409
+    return StowResponse(status, body, results)

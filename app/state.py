@@ -1,0 +1,17 @@
+"""What the application holds for its lifetime, built by the lifespan and read by the
+dependencies in :mod:`app.deps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.repository.database import Pool
+from app.settings import Settings
+from app.storage.base import BlobStore
+
+
+@dataclass(frozen=True)
+class Archive:
+    settings: Settings
+    pool: Pool
+    store: BlobStore

@@ -1,0 +1,160 @@
+"""Nothing lost, nothing half-written: a store that fails mid-write, a crashed writer
+swept up, and readiness that tells the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import asyncpg
+import pytest
+
+from app.dicom.header import read_instance, to_dicom_json
+from app.dicom.indexing import index_record
+from app.repository import instances
+from app.repository.instances import ObjectFacts, Outcome
+from app.services.stow import read_file
+from app.services.sweep import sweep_once
+from app.storage.base import new_key
+from tests.fixtures import ArchiveUnderTest
+from tests.samples import make_sample, multipart_body
+from tests.services import S3Server, s3_client_for
+
+
+async def _rows(served: ArchiveUnderTest, sql: str) -> int:
+    conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def _break_the_store(served: ArchiveUnderTest, s3: S3Server | None) -> None:
+    if s3 is not None:
+        async with s3_client_for(s3) as client:
+            await client.delete_bucket(Bucket=served.settings.s3_bucket)
+    else:
+        root = served.settings.data_dir / "objects"
+        shutil.rmtree(root)
+        root.write_text("not a directory any more")
+
+
+async def test_store_failure_is_503_and_leaves_nothing(served: ArchiveUnderTest, object_store):
+    await _break_the_store(served, object_store[0])
+    body, ctype = multipart_body([make_sample("ct").data])
+    response = await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    assert response.status_code == 503
+    assert await _rows(served, "SELECT count(*) FROM instances") == 0
+    ready = await served.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["database"] == "ok" and ready.json()["object_store"] != "ok"
+    assert (await served.client.get("/healthz")).status_code == 200
+
+
+async def test_readyz_when_all_is_well(served: ArchiveUnderTest):
+    response = await served.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "object_store": "ok"}
+
+
+async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path):
+    """A writer that died between storing its object and marking the row leaves a pending
+    row and an object; the sweep removes both, and the empty parents, once stale."""
+    archive = served.archive
+    sample = make_sample("ct")
+    path = tmp_path / "instance.dcm"
+    path.write_bytes(sample.data)
+    parsed = read_instance(path)
+    key = new_key()
+    facts = ObjectFacts(
+        object_key=key,
+        size=len(sample.data),
+        sha256=b"x" * 32,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        pixel_offset=None,
+        pixel_length=None,
+        pixel_encapsulated=None,
+        fragment_offsets=None,
+        fragment_lengths=None,
+        basic_offset_table=None,
+        bulk={},
+        metadata=to_dicom_json(parsed),
+    )
+    pending = await instances.begin(archive.pool, index_record(parsed.dataset), facts, stale_after=3600)
+    assert pending.outcome is Outcome.NEW
+    await archive.store.put(key, read_file(path))
+
+    # Invisible while pending, and not swept while young.
+    assert (await served.client.get("/dicom-web/studies")).json() == []
+    assert await sweep_once(archive) == 0
+    assert await archive.store.exists(key)
+
+    await _rows(served, "UPDATE instances SET updated_at = now() - interval '2 hours' RETURNING 1")
+    for table in ("series", "studies", "patients"):
+        await _rows(served, f"UPDATE {table} SET updated_at = now() - interval '2 hours' RETURNING 1")
+    assert await sweep_once(archive) == 1
+    assert not await archive.store.exists(key)
+    for table in ("instances", "series", "studies", "patients"):
+        assert await _rows(served, f"SELECT count(*) FROM {table}") == 0
+
+    # The same instance can then be stored normally.
+    body, ctype = multipart_body([sample.data])
+    assert (
+        await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    ).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_path):
+    archive = served.archive
+    sample = make_sample("ct")
+    path = tmp_path / "instance.dcm"
+    path.write_bytes(sample.data)
+    parsed = read_instance(path)
+    facts = ObjectFacts(
+        object_key=new_key(),
+        size=1,
+        sha256=b"y" * 32,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        pixel_offset=None,
+        pixel_length=None,
+        pixel_encapsulated=None,
+        fragment_offsets=None,
+        fragment_lengths=None,
+        basic_offset_table=None,
+        bulk={},
+        metadata={},
+    )
+    assert (
+        await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600)
+    ).outcome is Outcome.NEW
+    body, ctype = multipart_body([sample.data])
+    busy = await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    assert busy.status_code == 409  # another writer holds it (and is not stale yet)
+    await _rows(served, "UPDATE instances SET updated_at = now() - interval '2 hours' RETURNING 1")
+    taken = await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    assert taken.status_code == 200
+    retrieved = await served.client.get(
+        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}"
+    )
+    assert sample.data in retrieved.content
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_concurrent_stores_into_one_study(served: ArchiveUnderTest):
+    """Many requests writing into the same study at once: no deadlock, exact counts."""
+    first = make_sample("ct")
+    samples = [
+        make_sample("ct", study=first.study, series=first.series if i % 2 else None) for i in range(16)
+    ]
+
+    async def post(chunk):
+        body, ctype = multipart_body(s.data for s in chunk)
+        return await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+
+    responses = await asyncio.gather(*(post(samples[i : i + 2]) for i in range(0, 16, 2)))
+    assert [r.status_code for r in responses] == [200] * 8
+    (study,) = (await served.client.get("/dicom-web/studies")).json()
+    assert study["00201208"]["Value"] == [16]
+    series = (await served.client.get(f"/dicom-web/studies/{first.study}/series")).json()
+    assert study["00201206"]["Value"] == [len(series)] == [9]

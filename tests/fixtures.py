@@ -1,0 +1,174 @@
+"""The archive under test: an app on the real test services, an HTTP client for it, and a
+live uvicorn process for what an in-process client cannot show (streaming, memory)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.repository.migrations import migrate
+from app.state import Archive
+from tests.services import S3Server, settings_for
+
+TABLES = "instances, series, studies, patients"
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def migrated_db(postgres_url: str) -> str:
+    """The test database with the archive's schema."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return postgres_url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clean_db(migrated_db: str) -> str:
+    """The test database, emptied of archive rows."""
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
+    finally:
+        await conn.close()
+    return migrated_db
+
+
+@dataclass
+class ArchiveUnderTest:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: Any
+
+    @property
+    def archive(self) -> Archive:
+        archive: Archive = self.app.state.archive
+        return archive
+
+
+async def _open(settings: Any) -> AsyncIterator[ArchiveUnderTest]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield ArchiveUnderTest(app, client, settings)
+
+
+@pytest.fixture
+def object_store(request: pytest.FixtureRequest, backend: str) -> tuple[S3Server, str] | tuple[None, None]:
+    """The S3 server and a fresh bucket for the ``s3`` backend; nothing for the filesystem."""
+    if backend == "s3":
+        return request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+    return None, None
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served(
+    request: pytest.FixtureRequest,
+    object_store: tuple[S3Server, str] | tuple[None, None],
+    clean_db: str,
+    tmp_path: Path,
+) -> AsyncIterator[ArchiveUnderTest]:
+    """The archive on the test database and on each object store in turn."""
+    overrides = getattr(request, "param", {})
+    s3, bucket = object_store
+    settings = settings_for(clean_db, s3, bucket, tmp_path / "data", sweep_interval=0, **overrides)
+    async for under_test in _open(settings):
+        yield under_test
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(served: ArchiveUnderTest) -> httpx.AsyncClient:
+    return served.client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    pid: int
+    data_dir: Path
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicom-web"
+
+
+@pytest.fixture
+def live_server(clean_db: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """``filmless serve`` in its own process, on S3 when the test asks for the
+    ``live_s3`` marker's backend, else on the filesystem store."""
+    port = _free_port()
+    data_dir = tmp_path / "live"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
+    env |= {
+        "FILMLESS_DATABASE_URL": clean_db,
+        "FILMLESS_DATA_DIR": str(data_dir),
+        "FILMLESS_SWEEP_INTERVAL": "0",
+        "FILMLESS_PORT": str(port),
+        # dicomweb-client sends "Host: 127.0.0.1" without the port; a deployment names
+        # its public URL for the same reason.
+        "FILMLESS_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    if getattr(request, "param", "filesystem") == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        env |= {
+            "FILMLESS_S3_ENDPOINT_URL": s3.endpoint_url,
+            "FILMLESS_S3_BUCKET": "live-" + os.urandom(6).hex(),
+            "FILMLESS_S3_ACCESS_KEY_ID": s3.access_key,
+            "FILMLESS_S3_SECRET_ACCESS_KEY": s3.secret_key,
+            "FILMLESS_S3_REGION": s3.region,
+        }
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, tmp_path / "server.log")
+        yield LiveServer(url, process.pid, data_dir)
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not become ready:\n{log.read_text(errors='replace')}")
