@@ -19,6 +19,7 @@ from app.errors import Forbidden
 class Right(Enum):
     READ = "read"  # QIDO-RS, WADO-RS, WADO-URI
     STORE = "store"  # STOW-RS
+    DELETE = "delete"  # removing studies, series, instances
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from app.embedded import start_embedded_postgres
 from app.errors import FilmlessError
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
-from app.routers import health, qido, stow, wado
+from app.routers import delete, health, qido, stow, wado, wado_uri
 from app.services.sweep import sweep_forever
 from app.settings import Settings
 from app.state import Archive
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, stow.router, qido.router, wado.router):
+    for router in (health.router, stow.router, qido.router, wado.router, wado_uri.router, delete.router):
         app.include_router(router)
     return app
 

@@ -23,6 +23,8 @@ class PixelInfo:
     columns: int | None
     samples_per_pixel: int | None
     bits_allocated: int | None
+    #: Fragments opening a codestream (see app.dicom.header.PixelLayout.frame_starts).
+    frame_starts: Sequence[int] = ()
 
 
 #: One frame: the (offset, length) byte ranges whose concatenation is the frame.
@@ -31,7 +33,8 @@ Frame = list[tuple[int, int]]
 
 def frame_ranges(info: PixelInfo) -> list[Frame] | None:
     """Every frame's byte ranges, or None when they cannot be known from the index alone
-    (encapsulated data with fewer fragments than frames and no Basic Offset Table).
+    (encapsulated data with more fragments than frames, no Basic Offset Table, and
+    codestream markers that do not tell the frames apart).
 
     >>> native = PixelInfo(1000, 24, False, [], [], [], 3, 2, 2, 1, 16)
     >>> frame_ranges(native)
@@ -47,6 +50,10 @@ def frame_ranges(info: PixelInfo) -> list[Frame] | None:
         return [[f] for f in fragments]
     if len(info.basic_offset_table) == frames and fragments:
         return _by_offset_table(fragments, info.basic_offset_table)
+    starts = list(info.frame_starts)
+    if len(starts) == frames and starts[0] == 0:
+        ends = [*starts[1:], len(fragments)]
+        return [fragments[a:b] for a, b in zip(starts, ends, strict=True)]
     return None
 
 

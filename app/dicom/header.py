@@ -106,6 +106,9 @@ class PixelLayout:
     encapsulated: bool
     fragments: list[tuple[int, int]] = field(default_factory=list)
     basic_offset_table: list[int] = field(default_factory=list)
+    #: Indices of the fragments that open a codestream (JPEG, JPEG-LS, JPEG 2000): where
+    #: frames begin when one frame spans several fragments and no offset table says so.
+    frame_starts: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -338,7 +341,7 @@ def _pixel_layout(fd: int, at: int, size: int, implicit: bool, little: bool) -> 
         raise HeaderError(f"malformed Pixel Data element: VR {vr!r}")
     if length == _UNDEFINED:
         table, fragments = _encapsulated(fd, value_at, size, order)
-        return PixelLayout(tag, vr, value_at, None, True, fragments, table)
+        return PixelLayout(tag, vr, value_at, None, True, fragments, table, _frame_starts(fd, fragments))
     if value_at + length > size:
         raise HeaderError("truncated file: Pixel Data runs past the end of the file")
     return PixelLayout(tag, vr, value_at, length, False)
@@ -367,6 +370,22 @@ def _encapsulated(fd: int, at: int, size: int, order: str) -> tuple[list[int], l
     offset, length = items[0]
     table = list(struct.unpack(f"{order}{length // 4}L", os.pread(fd, length, offset)))
     return table, items[1:]
+
+
+# Markers that open a codestream: JPEG and JPEG-LS SOI (ITU T.81 B.2.1, T.87), JPEG 2000
+# SOC (ITU T.800 A.4.1) and the JP2 signature box (T.800 I.5.1).
+_CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
+
+
+def _frame_starts(fd: int, fragments: list[tuple[int, int]]) -> list[int]:
+    """Fragments that begin a frame, found by peeking at their first bytes (PS3.5 §A.4:
+    a frame may span fragments, but a fragment never holds parts of two frames)."""
+    starts = []
+    for index, (offset, length) in enumerate(fragments):
+        head = os.pread(fd, min(length, 12), offset)
+        if head.startswith(_CODESTREAM_STARTS):
+            starts.append(index)
+    return starts
 
 
 def _uid(ds: Dataset, keyword: str, tag: str) -> str:

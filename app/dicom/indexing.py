@@ -8,6 +8,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from app.dicom.names import fold
 from app.dicom.query import time_key
 
 
@@ -16,6 +17,7 @@ class PatientRecord:
     patient_id: str
     issuer_of_patient_id: str
     patient_name: str | None
+    patient_name_fold: str | None
     patient_birth_date: str | None
     patient_sex: str | None
 
@@ -28,6 +30,7 @@ class StudyRecord:
     study_time_key: str | None
     accession_number: str | None
     referring_physician_name: str | None
+    referring_physician_fold: str | None
     study_description: str | None
     study_id: str | None
     timezone_offset: str | None
@@ -71,12 +74,15 @@ class IndexRecord:
 def index_record(ds: Dataset) -> IndexRecord:
     """Index attributes of ``ds``; values that are absent or malformed become ``None``."""
     tz = _text(ds, "TimezoneOffsetFromUTC")
+    name = _text(ds, "PatientName")
+    referring = _text(ds, "ReferringPhysicianName")
     requests = ds.get("RequestAttributesSequence") or []
     return IndexRecord(
         patient=PatientRecord(
             patient_id=_text(ds, "PatientID") or "",
             issuer_of_patient_id=_text(ds, "IssuerOfPatientID") or "",
-            patient_name=_text(ds, "PatientName"),
+            patient_name=name,
+            patient_name_fold=fold(name) if name else None,
             patient_birth_date=_date(ds, "PatientBirthDate"),
             patient_sex=_text(ds, "PatientSex"),
         ),
@@ -86,7 +92,8 @@ def index_record(ds: Dataset) -> IndexRecord:
             study_time=_text(ds, "StudyTime"),
             study_time_key=_time_key(ds, "StudyTime"),
             accession_number=_text(ds, "AccessionNumber"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+            referring_physician_name=referring,
+            referring_physician_fold=fold(referring) if referring else None,
             study_description=_text(ds, "StudyDescription"),
             study_id=_text(ds, "StudyID"),
             timezone_offset=tz,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SpooledPart",
+    "as_single_part",
     "multipart_boundary",
     "related_content_type",
     "spool_parts",
@@ -131,6 +132,21 @@ async def spool_parts(
     except BaseException:
         await spooler.abort()
         raise
+
+
+def as_single_part(chunks: AsyncIterable[bytes], part_type: str) -> tuple[AsyncIterator[bytes], MediaType]:
+    """Frame a single-part body (e.g. one ``application/dicom`` instance, PS3.18 §10.5.1)
+    as a multipart body, so it is spooled, limited and hashed by the same reader. The
+    boundary is 128 random bits: it cannot occur in the body by chance."""
+    boundary = multipart_boundary()
+
+    async def framed() -> AsyncIterator[bytes]:
+        yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode("ascii")
+        async for chunk in chunks:
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode("ascii")
+
+    return framed(), MediaType("multipart", "related", {"type": part_type, "boundary": boundary})
 
 
 def multipart_boundary() -> str:

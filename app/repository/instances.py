@@ -22,10 +22,12 @@ from app.dicom.indexing import IndexRecord
 from app.repository.database import Pool, transaction
 
 UPSERT_PATIENT = """
-INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, patient_name_fold,
+    patient_birth_date, patient_sex)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
     patient_name = COALESCE(patients.patient_name, EXCLUDED.patient_name),
+    patient_name_fold = COALESCE(patients.patient_name_fold, EXCLUDED.patient_name_fold),
     patient_birth_date = COALESCE(patients.patient_birth_date, EXCLUDED.patient_birth_date),
     patient_sex = COALESCE(patients.patient_sex, EXCLUDED.patient_sex),
     updated_at = now()
@@ -35,14 +37,16 @@ RETURNING pk"""
 # the record but never rewrite it.
 UPSERT_STUDY = """
 INSERT INTO studies (patient_pk, study_instance_uid, study_date, study_time, study_time_key,
-    accession_number, referring_physician_name, study_description, study_id, timezone_offset)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    accession_number, referring_physician_name, referring_physician_fold, study_description, study_id,
+    timezone_offset)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (study_instance_uid) DO UPDATE SET
     study_date = COALESCE(studies.study_date, EXCLUDED.study_date),
     study_time = COALESCE(studies.study_time, EXCLUDED.study_time),
     study_time_key = COALESCE(studies.study_time_key, EXCLUDED.study_time_key),
     accession_number = COALESCE(studies.accession_number, EXCLUDED.accession_number),
     referring_physician_name = COALESCE(studies.referring_physician_name, EXCLUDED.referring_physician_name),
+    referring_physician_fold = COALESCE(studies.referring_physician_fold, EXCLUDED.referring_physician_fold),
     study_description = COALESCE(studies.study_description, EXCLUDED.study_description),
     study_id = COALESCE(studies.study_id, EXCLUDED.study_id),
     timezone_offset = COALESCE(studies.timezone_offset, EXCLUDED.timezone_offset),
@@ -70,8 +74,8 @@ INSERT_INSTANCE = """
 INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number,
     transfer_syntax_uid, rows, columns, bits_allocated, samples_per_pixel, number_of_frames, object_key,
     size, sha256, pixel_offset, pixel_length, pixel_encapsulated, fragment_offsets, fragment_lengths,
-    basic_offset_table, bulk, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+    basic_offset_table, frame_starts, bulk, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 ON CONFLICT (sop_instance_uid) DO NOTHING
 RETURNING pk"""
 
@@ -144,6 +148,7 @@ class ObjectFacts:
     fragment_offsets: list[int] | None
     fragment_lengths: list[int] | None
     basic_offset_table: list[int] | None
+    frame_starts: list[int] | None
     bulk: dict[str, list[int | None]]
     metadata: dict[str, Any]
 
@@ -185,6 +190,7 @@ async def _begin(
         p.patient_id,
         p.issuer_of_patient_id,
         p.patient_name,
+        p.patient_name_fold,
         p.patient_birth_date,
         p.patient_sex,
     )
@@ -197,6 +203,7 @@ async def _begin(
         st.study_time_key,
         st.accession_number,
         st.referring_physician_name,
+        st.referring_physician_fold,
         st.study_description,
         st.study_id,
         st.timezone_offset,
@@ -242,6 +249,7 @@ async def _begin(
         facts.fragment_offsets,
         facts.fragment_lengths,
         facts.basic_offset_table,
+        facts.frame_starts,
         json.dumps(facts.bulk),
         json.dumps(facts.metadata),
     )

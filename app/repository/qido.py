@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from app.dicom.levels import Level
+from app.dicom.names import fold
 from app.dicom.query import Condition, Match, QidoQuery, time_key
 from app.repository.database import Pool, connection
 
@@ -49,6 +50,8 @@ COLUMNS: dict[str, str] = {
 MATCH_COLUMNS: dict[str, str] = {
     **COLUMNS,
     "00080030": "st.study_time_key",
+    "00100010": "p.patient_name_fold",
+    "00080090": "st.referring_physician_fold",
     "00400245": "se.pps_start_time_key",
     "00400009": "se.scheduled_step_ids",
     "00401001": "se.requested_procedure_ids",
@@ -106,7 +109,7 @@ def build(query: QidoQuery, tags: list[str], extra: list[str] | None) -> tuple[s
     select = [f'{COLUMNS[t]} AS "{t}"' for t in tags]
     if extra is not None or query.include_all:
         rep = _REPRESENTATIVE[query.level]
-        if extra:
+        if extra and not query.include_all:
             select.append(
                 f"(SELECT jsonb_object_agg(k, v) FROM jsonb_each({rep}) AS e(k, v) "
                 f"WHERE k = ANY({params.add(extra)}::text[]))::text AS extra"
@@ -132,18 +135,17 @@ def _condition(cond: Condition, fuzzy: bool, params: _Params) -> str:
     if cond.match is Match.RANGE or attr.vr == "TM":
         return _range(column, cond, params)
     value = cond.values[0]
-    if attr.vr == "PN" and fuzzy:
-        # Fuzzy matching (PS3.18 §8.3.4.1): any name component starting with the value.
-        return f"{column} ~* {params.add(_fuzzy_regex(value))}"
+    if attr.vr == "PN":
+        # Person names match on their folded form: case- and accent-insensitive, which
+        # PS3.4 C.2.2.2.1 permits for PN.
+        value = fold(value)
+        if fuzzy:
+            # Fuzzy matching (PS3.18 §8.3.4.1): any name component starting with the value.
+            return f"{column} ~ {params.add(_fuzzy_regex(value))}"
     if cond.match is Match.WILDCARD:
-        # Person names match case-insensitively, which PS3.4 C.2.2.2.1 permits for PN.
-        if attr.vr == "PN":
-            return f"lower({column}) LIKE lower({params.add(_like(value))})"
         return f"{column} LIKE {params.add(_like(value))}"
     if attr.vr == "IS":
         return f"{column} = {params.add(int(value))}"
-    if attr.vr == "PN":
-        return f"lower({column}) = lower({params.add(value)})"
     return f"{column} = {params.add(value)}"
 
 

@@ -8,16 +8,21 @@ from dataclasses import dataclass
 from app.dicom.frames import PixelInfo
 from app.repository.database import Pool, connection
 
-_SCOPE = """
+_IN_SCOPE = """
 FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
 WHERE i.status = 1 AND st.study_instance_uid = $1
   AND ($2::text IS NULL OR se.series_instance_uid = $2)
-  AND ($3::text IS NULL OR i.sop_instance_uid = $3)
-ORDER BY se.pk, i.instance_number, i.pk"""
+  AND ($3::text IS NULL OR i.sop_instance_uid = $3)"""
+_SCOPE = _IN_SCOPE + " ORDER BY se.pk, i.instance_number, i.pk"
 
 SELECT_OBJECTS = (
     "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
     "i.transfer_syntax_uid, i.object_key, i.size " + _SCOPE
+)
+# What changes whenever the instances in scope change: their number, identities and
+# last update (instances are immutable once stored; a delete and re-store changes pk).
+SELECT_VERSION = (
+    "SELECT count(*) AS n, coalesce(sum(i.pk), 0) AS pks, max(i.updated_at) AS updated " + _IN_SCOPE
 )
 SELECT_METADATA = (
     "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata::text AS metadata "
@@ -52,6 +57,17 @@ async def objects(
     return [StoredObject(**dict(r)) for r in rows]
 
 
+async def version(
+    pool: Pool, study: str, series: str | None = None, instance: str | None = None
+) -> str | None:
+    """A token that changes whenever the stored instances in scope change; None if none."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_VERSION, study, series, instance)
+    if row is None or row["n"] == 0:
+        return None
+    return f"{row['n']}:{row['pks']}:{row['updated'].isoformat()}"
+
+
 async def metadata(
     pool: Pool, study: str, series: str | None = None, instance: str | None = None
 ) -> list[StoredMetadata]:
@@ -62,7 +78,7 @@ async def metadata(
 
 SELECT_BULK = """
 SELECT i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset, i.pixel_length,
-       i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table,
+       i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table, i.frame_starts,
        i.number_of_frames, i.rows, i.columns, i.samples_per_pixel, i.bits_allocated
 FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
 WHERE i.status = 1 AND st.study_instance_uid = $1 AND se.series_instance_uid = $2
@@ -97,6 +113,7 @@ async def bulk(pool: Pool, study: str, series: str, instance: str) -> StoredBulk
             columns=row["columns"],
             samples_per_pixel=row["samples_per_pixel"],
             bits_allocated=row["bits_allocated"],
+            frame_starts=row["frame_starts"] or [],
         )
     locations = {path: (int(loc[0]), int(loc[1])) for path, loc in json.loads(row["bulk"]).items()}
     return StoredBulk(row["object_key"], row["transfer_syntax_uid"], locations, pixel)

@@ -7,7 +7,8 @@ from fastapi.responses import Response
 
 from app.deps import ArchiveDep, Reader, RootDep
 from app.dicom.levels import Level
-from app.routers.negotiation import DICOM_JSON, negotiate_json
+from app.dicom.negotiation import DICOM_JSON, negotiate_json
+from app.routers.responses import json_response
 from app.routers.uids import SeriesUID, StudyUID
 from app.services import qido
 
@@ -26,7 +27,7 @@ async def _search(
     media_type = negotiate_json(request.headers.get("accept"))
     result = await qido.search(archive, level, request.query_params.multi_items(), root, scope)
     headers = {"Warning": result.warning} if result.warning else {}
-    return Response(qido.encode(result.matches), media_type=media_type, headers=headers)
+    return await json_response(request, qido.encode(result.matches), media_type, headers)
 
 
 @router.get("/studies", summary="Search for studies", responses=_RESPONSES)

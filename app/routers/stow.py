@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.deps import ArchiveDep, RootDep, Uploader
-from app.routers.negotiation import DICOM_JSON, negotiate_json
+from app.dicom.negotiation import DICOM_JSON, negotiate_json
 from app.routers.uids import StudyUID
 from app.services import stow
 
@@ -18,7 +18,8 @@ _BODY = {
         "content": {
             'multipart/related; type="application/dicom"': {
                 "schema": {"type": "string", "format": "binary"},
-            }
+            },
+            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -28,7 +29,9 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"description": "Malformed request, or no part was a DICOM instance"},
     409: {"description": "No instance could be stored (see FailedSOPSequence)"},
     413: {"description": "A part or the body exceeds the configured limit"},
-    415: {"description": 'Content-Type is not multipart/related; type="application/dicom"'},
+    415: {
+        "description": 'Content-Type is not multipart/related; type="application/dicom" or application/dicom'
+    },
 }
 
 

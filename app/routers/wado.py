@@ -1,4 +1,5 @@
-"""WADO-RS routes (PS3.18 §10.4) under ``/dicom-web``: instances, metadata, bulk data."""
+"""WADO-RS routes (PS3.18 §10.4) under ``/dicom-web``: instances, metadata, frames and
+bulk data."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.deps import ArchiveDep, Reader, RootDep
+from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
-from app.routers.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
+from app.routers.responses import json_response, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
-from app.services import wado
-from app.services.wado import Body
+from app.services import frames, wado
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
@@ -27,14 +28,11 @@ _METADATA: dict[int | str, dict[str, object]] = {
         "content": {DICOM_JSON: {}},
         "description": "DICOM JSON of every instance, bulk values as BulkDataURI",
     },
+    304: {"description": "Unchanged since the ETag given in If-None-Match"},
     404: {"description": "No such study, series or instance"},
     406: {"description": "No acceptable media type"},
 }
-
-
-def _stream(body: Body) -> StreamingResponse:
-    headers = {"Content-Length": str(body.length)} if body.length is not None else None
-    return StreamingResponse(body.chunks, media_type=body.media_type, headers=headers)
+_OCTETS = 'multipart/related; type="application/octet-stream"'
 
 
 async def _metadata(
@@ -46,7 +44,12 @@ async def _metadata(
     instance: str | None = None,
 ) -> Response:
     media_type = negotiate_json(request.headers.get("accept"))
-    return Response(await wado.metadata(archive, root, study, series, instance), media_type=media_type)
+    found = await wado.metadata(archive, root, study, series, instance, request.headers.get("if-none-match"))
+    # Revalidate every time (no-cache): a study grows as instances arrive.
+    headers = {"ETag": found.etag, "Cache-Control": "private, no-cache"}
+    if found.body is None:
+        return Response(status_code=304, headers=headers)
+    return await json_response(request, found.body, media_type, headers)
 
 
 @router.get(
@@ -56,7 +59,7 @@ async def retrieve_study(
     request: Request, archive: ArchiveDep, _: Reader, study: StudyUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return _stream(await wado.instances(archive, choice, study))
+    return stream(await wado.instances(archive, choice, study))
 
 
 @router.get(
@@ -69,7 +72,7 @@ async def retrieve_series(
     request: Request, archive: ArchiveDep, _: Reader, study: StudyUID, series: SeriesUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return _stream(await wado.instances(archive, choice, study, series))
+    return stream(await wado.instances(archive, choice, study, series))
 
 
 @router.get(
@@ -87,7 +90,7 @@ async def retrieve_instance(
     instance: InstanceUID,
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return _stream(await wado.instances(archive, choice, study, series, instance))
+    return stream(await wado.instances(archive, choice, study, series, instance))
 
 
 @router.get("/studies/{study}/metadata", summary="Retrieve a study's metadata", responses=_METADATA)
@@ -123,6 +126,31 @@ async def instance_metadata(
     return await _metadata(request, archive, root, study, series, instance)
 
 
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}",
+    summary="Retrieve frames of an instance",
+    responses={
+        200: {"content": {_OCTETS: {}}, "description": "One part per frame, in request order"},
+        400: {"description": "A malformed frame list"},
+        404: {"description": "No such instance, or a frame number beyond its frames"},
+        406: {"description": "No acceptable media type, or a transfer syntax the archive cannot produce"},
+    },
+    response_class=StreamingResponse,
+)
+async def retrieve_frames(
+    request: Request,
+    archive: ArchiveDep,
+    _: Reader,
+    study: StudyUID,
+    series: SeriesUID,
+    instance: InstanceUID,
+    frame_list: str = Path(description="Comma-separated 1-based frame numbers, e.g. 1,3,5"),
+) -> StreamingResponse:
+    numbers = frames.parse_frame_list(frame_list)
+    accept = request.headers.get("accept")
+    return stream(await frames.frames(archive, accept, study, series, instance, numbers))
+
+
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -130,14 +158,10 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
     "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}",
     summary="Retrieve a bulk value named by a BulkDataURI",
     responses={
-        200: {
-            "content": {
-                'multipart/related; type="application/octet-stream"': {},
-                "application/octet-stream": {},
-            }
-        },
+        200: {"content": {_OCTETS: {}, "application/octet-stream": {}}},
         206: {"description": "The requested byte range of a single-part bulk value"},
         404: {"description": "No such instance or bulk value"},
+        416: {"description": "A range beyond the end of the value"},
     },
     response_class=StreamingResponse,
 )
@@ -152,12 +176,7 @@ async def retrieve_bulkdata(
 ) -> StreamingResponse:
     multipart = negotiate_bulk(request.headers.get("accept"))
     byte_range = _parse_range(request.headers.get("range")) if not multipart else None
-    body = await wado.bulkdata(archive, study, series, instance, path, multipart, byte_range)
-    response = _stream(body)
-    if body.content_range is not None:
-        response.status_code = 206
-        response.headers["Content-Range"] = body.content_range
-    return response
+    return stream(await wado.bulkdata(archive, study, series, instance, path, multipart, byte_range))
 
 
 def _parse_range(value: str | None) -> tuple[int, int | None] | None:

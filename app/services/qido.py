@@ -12,6 +12,7 @@ import asyncpg
 from app.dicom.attributes import BY_TAG, vr_of
 from app.dicom.elements import JsonDataset, element
 from app.dicom.levels import Level
+from app.dicom.modules import belongs_to
 from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
 from app.repository.qido import COLUMNS, TAGS_BY_LEVEL
@@ -74,7 +75,12 @@ def _returned_tags(query: QidoQuery) -> list[str]:
 def _dataset(query: QidoQuery, row: asyncpg.Record, tags: list[str], root: str) -> JsonDataset:
     dataset: JsonDataset = {}
     if "extra" in row.keys() and row["extra"]:
-        dataset.update(_without_bulk(json.loads(row["extra"])))
+        stored = _without_bulk(json.loads(row["extra"]))
+        if query.include_all:
+            # "all" means the attributes of the level's entity (PS3.18 §8.3.4.3), plus any
+            # named explicitly.
+            stored = {t: v for t, v in stored.items() if belongs_to(query.level, t) or t in query.include}
+        dataset.update(stored)
     for tag in tags:
         value: Any = row[tag]
         dataset[tag] = element(vr_of(tag), value)

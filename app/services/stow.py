@@ -19,7 +19,7 @@ from app.dicom.elements import JsonDataset, element, sequence
 from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
 from app.dicom.indexing import index_record
 from app.dicom.media import MediaType, MediaTypes, parse_content_type
-from app.dicom.multipart import SpooledPart, spool_parts
+from app.dicom.multipart import SpooledPart, as_single_part, spool_parts
 from app.dicom.status import FailureReason
 from app.errors import UnsupportedMediaType
 from app.repository import instances as repository
@@ -58,6 +58,9 @@ async def store(
 ) -> StowResponse:
     settings = archive.settings
     media = _check_content_type(content_type)
+    if media.essence == MediaTypes.DICOM.value:
+        # A single instance as the whole body (PS3.18 §10.5.1, "application/dicom").
+        chunks, media = as_single_part(chunks, MediaTypes.DICOM.value)
     spooled = await spool_parts(
         chunks, media, settings.spool_path, settings.max_part_size, settings.max_request_size, on_part=_parse
     )
@@ -74,8 +77,12 @@ def _check_content_type(value: str | None) -> MediaType:
     if not value:
         raise UnsupportedMediaType("a STOW-RS request needs a Content-Type")
     media = parse_content_type(value)
+    if media.essence == MediaTypes.DICOM.value:
+        return media
     if media.essence != "multipart/related":
-        raise UnsupportedMediaType(f"STOW-RS takes multipart/related, not {media.essence}")
+        raise UnsupportedMediaType(
+            f"STOW-RS takes multipart/related or application/dicom, not {media.essence}"
+        )
     kind = media.params.get("type", MediaTypes.DICOM.value).lower()
     if kind != MediaTypes.DICOM.value:
         # PS3.18 §10.5.1.2: metadata-and-bulk-data requests are optional; this archive
@@ -172,6 +179,7 @@ def _facts(part: SpooledPart, parsed: ParsedInstance) -> ObjectFacts:
         fragment_offsets=[f[0] for f in fragments] if fragments is not None else None,
         fragment_lengths=[f[1] for f in fragments] if fragments is not None else None,
         basic_offset_table=list(pixel.basic_offset_table) if pixel and pixel.encapsulated else None,
+        frame_starts=list(pixel.frame_starts) if pixel and pixel.encapsulated else None,
         bulk={path: [loc.offset, loc.length] for path, loc in parsed.bulk.items() if path != "7FE00010"},
         metadata=to_dicom_json(parsed),
     )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from app.repository import instances
+from app.services.delete import collect_garbage
 from app.state import Archive
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,9 @@ async def sweep_once(archive: Archive) -> int:
     removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
     if removed:
         log.info("sweep removed %d abandoned pending writes", removed)
+    collected = await collect_garbage(archive)
+    if collected:
+        log.info("sweep removed %d objects of deleted instances", collected)
     return removed
 
 

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from app.dicom.frames import Frame, frame_ranges
-from app.dicom.header import BULK_PLACEHOLDER
+from app.dicom.frames import frame_ranges
+from app.dicom.header import BULK_PLACEHOLDER, PIXEL_DATA_PATH
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
-from app.errors import NotAcceptable, NotFound, RangeNotSatisfiable
+from app.dicom.negotiation import DicomChoice
+from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
-from app.routers.negotiation import DicomChoice
+from app.repository.retrieve import StoredObject
+from app.services.frames import frame_parts
+from app.services.reading import Body, drain, read_frame
 from app.state import Archive
-from app.storage.base import BlobReader, BlobStore
-
-PIXEL_DATA = "7FE00010"
-
-
-@dataclass(frozen=True)
-class Body:
-    media_type: str
-    chunks: AsyncIterator[bytes]
-    length: int | None = None
-    #: ``Content-Range`` of a partial (206) response.
-    content_range: str | None = None
+from app.storage.base import BlobReader
 
 
 async def instances(
@@ -40,29 +33,76 @@ async def instances(
                 f"instance {obj.sop_instance_uid} is stored as {obj.transfer_syntax_uid}; "
                 f"the archive cannot convert it to {', '.join(choice.transfer_syntaxes)}"
             )
+    # The first object is opened now: if it was deleted since the lookup, this is a 404.
     first = await archive.store.open(objects[0].object_key)
-
-    async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-        for index, obj in enumerate(objects):
-            reader = first if index == 0 else await archive.store.open(obj.object_key)
-            headers = {
-                "Content-Type": f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}",
-                "Content-Length": str(obj.size),
-                "Content-Location": _instance_path(
-                    obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
-                ),
-            }
-            yield headers, _drain(reader)
-
     boundary = multipart_boundary()
-    return Body(related_content_type(boundary, "application/dicom"), stream_multipart(parts(), boundary))
+    body = stream_multipart(_instance_parts(archive, objects, first), boundary)
+    return Body(related_content_type(boundary, "application/dicom"), body)
+
+
+async def _instance_parts(
+    archive: Archive, objects: list[StoredObject], first: BlobReader
+) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+    for index, obj in enumerate(objects):
+        if index == 0:
+            reader = first
+        else:
+            try:
+                reader = await archive.store.open(obj.object_key)
+            except ObjectNotFound:
+                continue  # deleted while the response was streaming: no longer part of it
+        headers = {
+            "Content-Type": f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}",
+            "Content-Length": str(obj.size),
+            "Content-Location": _instance_path(
+                obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
+            ),
+        }
+        yield headers, drain(reader)
+
+
+async def single_object(
+    archive: Archive, study: str, series: str, instance: str, transfer_syntax: str | None
+) -> Body:
+    """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9)."""
+    objects = await retrieve.objects(archive.pool, study, series, instance)
+    if not objects:
+        raise NotFound(_missing(study, series, instance))
+    (obj,) = objects
+    if transfer_syntax is not None and transfer_syntax != obj.transfer_syntax_uid:
+        raise NotAcceptable(
+            f"instance {instance} is stored as {obj.transfer_syntax_uid}; "
+            f"the archive cannot convert it to {transfer_syntax}"
+        )
+    reader = await archive.store.open(obj.object_key)
+    return Body(f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}", drain(reader), obj.size)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    etag: str
+    #: None when the client's ``If-None-Match`` already holds the current version.
+    body: bytes | None
 
 
 async def metadata(
-    archive: Archive, root: str, study: str, series: str | None = None, instance: str | None = None
-) -> bytes:
-    """DICOM JSON of every instance in scope, read from the index (PS3.18 §10.4.1.1.2).
-    Bulk values become absolute BulkDataURIs under the instance's URL."""
+    archive: Archive,
+    root: str,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    if_none_match: str | None = None,
+) -> Metadata:
+    """DICOM JSON of every instance in scope, kept at ingest so objects are never re-read
+    (PS3.18 §10.4.1.1.2). Bulk values become BulkDataURIs under the instance's URL. The
+    ETag derives from what is stored in scope and the root the URIs are built on, so a
+    revalidation costs one aggregate query."""
+    version = await retrieve.version(archive.pool, study, series, instance)
+    if version is None:
+        raise NotFound(_missing(study, series, instance))
+    etag = '"' + hashlib.sha256(f"{version}|{root}".encode()).hexdigest()[:32] + '"'
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Metadata(etag, None)
     rows = await retrieve.metadata(archive.pool, study, series, instance)
     if not rows:
         raise NotFound(_missing(study, series, instance))
@@ -71,7 +111,7 @@ async def metadata(
     for row in rows:
         url = root + _instance_path(row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
         pieces.append(row.metadata.replace(placeholder, f'"{url}/bulkdata/'))
-    return ("[" + ",".join(pieces) + "]").encode()
+    return Metadata(etag, ("[" + ",".join(pieces) + "]").encode())
 
 
 async def bulkdata(
@@ -89,52 +129,39 @@ async def bulkdata(
     if stored is None:
         raise NotFound(_missing(study, series, instance))
     path = path.upper()
-    if path == PIXEL_DATA and stored.pixel is not None:
+    if path == PIXEL_DATA_PATH and stored.pixel is not None:
         frames = frame_ranges(stored.pixel)
         if frames is None:
-            frames = [
-                [(o, n)]
-                for o, n in zip(stored.pixel.fragment_offsets, stored.pixel.fragment_lengths, strict=True)
-            ]
+            # Boundaries unknown: the fragments themselves, in order.
+            pixel = stored.pixel
+            frames = [[f] for f in zip(pixel.fragment_offsets, pixel.fragment_lengths, strict=True)]
+        part_type = "application/octet-stream"
+        if stored.pixel.encapsulated:
+            part_type += f"; transfer-syntax={stored.transfer_syntax_uid}"
     elif path in stored.bulk:
-        frames = [[stored.bulk[path]]]
+        frames, part_type = [[stored.bulk[path]]], "application/octet-stream"
     else:
         raise NotFound(f"instance {instance} has no bulk data at {path}")
-    media = "application/octet-stream"
-    if stored.pixel is not None and stored.pixel.encapsulated and path == PIXEL_DATA:
-        media = f"application/octet-stream; transfer-syntax={stored.transfer_syntax_uid}"
-    if not multipart:
-        if len(frames) != 1:
-            raise NotAcceptable("this bulk value has several frames: accept multipart/related")
-        ranges = _sub_range(frames[0], byte_range)
-        length = sum(n for _, n in ranges)
-        content_range = None
-        if byte_range is not None:
-            total = sum(n for _, n in frames[0])
-            if byte_range[0] >= total:
-                raise RangeNotSatisfiable(f"the value has {total} bytes", total)
-            content_range = f"bytes {byte_range[0]}-{byte_range[0] + length - 1}/{total}"
-        chunks = _read_ranges(archive.store, stored.object_key, ranges)
-        return Body("application/octet-stream", chunks, length, content_range)
-
-    async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-        for frame in frames:
-            yield {"Content-Type": media}, _read_ranges(archive.store, stored.object_key, frame)
-
-    boundary = multipart_boundary()
-    return Body(
-        related_content_type(boundary, "application/octet-stream"), stream_multipart(parts(), boundary)
-    )
-
-
-def _sub_range(frame: Frame, byte_range: tuple[int, int | None] | None) -> Frame:
-    """Restrict a value's ranges to an HTTP byte range of the value (RFC 9110 §14)."""
+    if multipart:
+        return frame_parts(archive, stored, frames, part_type)
+    if len(frames) != 1:
+        raise NotAcceptable("this bulk value has several frames: accept multipart/related")
+    total = sum(n for _, n in frames[0])
     if byte_range is None:
-        return frame
+        return Body(
+            "application/octet-stream", read_frame(archive.store, stored.object_key, frames[0]), total
+        )
     start, end = byte_range
-    total = sum(n for _, n in frame)
+    if start >= total:
+        raise RangeNotSatisfiable(f"the value has {total} bytes", total)
     end = total - 1 if end is None or end >= total else end
-    out: Frame = []
+    chunks = read_frame(archive.store, stored.object_key, _sub_range(frames[0], start, end))
+    return Body("application/octet-stream", chunks, end - start + 1, f"bytes {start}-{end}/{total}")
+
+
+def _sub_range(frame: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of a value's byte ranges that fall in ``[start, end]`` of the value."""
+    out = []
     position = 0
     for offset, length in frame:
         lo, hi = max(start, position), min(end + 1, position + length)
@@ -142,20 +169,6 @@ def _sub_range(frame: Frame, byte_range: tuple[int, int | None] | None) -> Frame
             out.append((offset + lo - position, hi - lo))
         position += length
     return out
-
-
-async def _read_ranges(store: BlobStore, key: str, ranges: Frame) -> AsyncIterator[bytes]:
-    for offset, length in ranges:
-        async for chunk in _drain(await store.open(key, offset, offset + length)):
-            yield chunk
-
-
-async def _drain(reader: BlobReader) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in reader:
-            yield chunk
-    finally:
-        await reader.aclose()
 
 
 def _instance_path(study: str, series: str, instance: str) -> str:

@@ -77,6 +77,7 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
         fragment_offsets=None,
         fragment_lengths=None,
         basic_offset_table=None,
+        frame_starts=None,
         bulk={},
         metadata=to_dicom_json(parsed),
     )
@@ -122,6 +123,7 @@ async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_p
         fragment_offsets=None,
         fragment_lengths=None,
         basic_offset_table=None,
+        frame_starts=None,
         bulk={},
         metadata={},
     )

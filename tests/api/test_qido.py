@@ -267,3 +267,37 @@ async def test_accept_negotiation(client, corpus):
 
 async def test_unknown_study_path_gives_empty_results(client, corpus):
     assert await _search(client, "studies/1.2.3.4/series") == []
+
+
+async def test_names_match_without_case_or_accents(client):
+    zoe = make_sample("ct", PatientID="ACCENT", PatientName="Müller^Zoë")
+    body, ctype = multipart_body([zoe.data])
+    assert (
+        await client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    ).status_code == 200
+    for params in (
+        {"PatientName": "muller^zoe"},
+        {"PatientName": "MÜLL*"},
+        {"PatientName": "*zoe"},
+        {"PatientName": "zo", "fuzzymatching": "true"},
+        {"PatientName": "MULLER", "fuzzymatching": "true"},
+    ):
+        assert _uids(await _search(client, "studies", **params)) == {zoe.study}, params
+    (match,) = await _search(client, "studies", PatientID="ACCENT")
+    assert match["00100010"]["Value"] == [{"Alphabetic": "Müller^Zoë"}]  # returned as stored
+
+
+async def test_includefield_all_returns_each_levels_attributes(client, corpus):
+    (study,) = await _search(client, "studies", PatientID="P2", includefield="all")
+    assert "00101010" in study or "00100030" in study  # patient attributes
+    assert "00080060" not in study  # Modality is a series attribute
+    assert "00080018" not in study  # SOP Instance UID is an instance attribute
+    (series,) = await _search(client, f"studies/{corpus['c1'].study}/series", includefield="all")
+    assert "00080070" in series  # Manufacturer (General Equipment, a series-level module)
+    assert "00080018" not in series
+    (instance,) = await _search(
+        client, f"studies/{corpus['c1'].study}/series/{corpus['c1'].series}/instances", includefield="all"
+    )
+    assert "00180050" in instance and "00280030" in instance  # SliceThickness, PixelSpacing
+    assert "7FE00010" not in instance  # never bulk data
+    assert all("BulkDataURI" not in v for v in instance.values())

@@ -140,6 +140,7 @@ async def test_part_of_another_media_type_fails(served: ArchiveUnderTest):
     [
         "application/json",
         "text/plain",
+        "application/dicom+json",
         'multipart/related; type="application/dicom+json"; boundary=x',
         'multipart/related; type="application/dicom+xml"; boundary=x',
         "multipart/form-data; boundary=x",
@@ -247,3 +248,22 @@ async def test_study_of_another_patient_is_refused(served: ArchiveUnderTest):
     assert response.status_code == 202
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [FailureReason.DATA_SET_MISMATCH]
     assert (await _counts(served))["patients"] == 1
+
+
+async def test_a_single_application_dicom_body(served: ArchiveUnderTest):
+    sample = make_sample("jpeg")
+    response = await served.client.post(
+        f"/dicom-web/studies/{sample.study}",
+        content=sample.data,
+        headers={"Content-Type": "application/dicom"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["00081199"]["Value"][0]["00081155"]["Value"] == [sample.instance]
+    retrieved = await served.client.get(
+        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}"
+    )
+    assert sample.data in retrieved.content
+    garbage = await served.client.post(
+        "/dicom-web/studies", content=b"nonsense" * 100, headers={"Content-Type": "application/dicom"}
+    )
+    assert garbage.status_code == 400

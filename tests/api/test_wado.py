@@ -192,3 +192,28 @@ async def test_range_beyond_the_value_is_416(served: ArchiveUnderTest):
     )
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{size}"
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_metadata_etag_revalidation_and_gzip(served: ArchiveUnderTest):
+    first = make_sample("ct")
+    await _store(served.client, [first])
+    url = f"/dicom-web/studies/{first.study}/metadata"
+    cold = await served.client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert cold.status_code == 200
+    assert cold.headers["content-encoding"] == "gzip"  # httpx decoded it for us
+    etag = cold.headers["etag"]
+    assert cold.json()[0]["00080018"]["Value"] == [first.instance]
+
+    unchanged = await served.client.get(url, headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+
+    # A new instance in the study changes its version.
+    second = make_sample("ct", study=first.study, series=first.series)
+    await _store(served.client, [second])
+    changed = await served.client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert len(changed.json()) == 2
+    plain = await served.client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.dicom.media import MediaType, MediaTypes, multipart_related, negotiate, parse_accept
+from app.dicom.transfer_syntaxes import DEFAULT_FOR_MEDIA_TYPE, EXPLICIT_VR_LITTLE_ENDIAN, FRAME_MEDIA_TYPES
+from app.errors import NotAcceptable
 
 DICOM_JSON = MediaTypes.DICOM_JSON.value
 
@@ -41,3 +43,34 @@ def negotiate_bulk(accept: str | None) -> bool:
     False for a single ``application/octet-stream`` body."""
     chosen = negotiate(parse_accept(accept), _BULK_OFFERS)
     return chosen.offer.type == "multipart"
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    #: The root type of the multipart response and of each part.
+    media_type: str
+    #: The transfer syntax each frame is sent in.
+    transfer_syntax: str
+
+
+def negotiate_frames(accept: str | None, stored: str, encapsulated: bool) -> FrameChoice:
+    """How to send the frames of an instance stored in ``stored`` (PS3.18 §8.7.3.3.2).
+
+    Frames go as stored: native frames as ``application/octet-stream`` in Explicit VR
+    Little Endian (whatever native syntax holds them), compressed frames as
+    ``application/octet-stream`` or their image media type when the client takes the
+    stored syntax (``transfer-syntax=*`` or that UID). Anything else needs transcoding."""
+    offers = [multipart_related(MediaTypes.OCTET_STREAM.value)]
+    image_type = FRAME_MEDIA_TYPES.get(stored) if encapsulated else None
+    if image_type:
+        offers.append(multipart_related(image_type))
+    chosen = negotiate(parse_accept(accept), offers)
+    root = chosen.offer.params["type"]
+    available = stored if encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
+    for syntax in chosen.transfer_syntaxes(default=DEFAULT_FOR_MEDIA_TYPE[root]):
+        if syntax in ("*", available):
+            return FrameChoice(root, available)
+    raise NotAcceptable(
+        f"the frames are stored as {stored}; the archive cannot convert them to "
+        f"{', '.join(chosen.transfer_syntaxes(default=DEFAULT_FOR_MEDIA_TYPE[root]))}"
+    )

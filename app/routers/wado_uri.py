@@ -1,0 +1,60 @@
+"""WADO-URI (PS3.18 §9): one object by its three UIDs in query parameters, for the many
+systems that link to images this way."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from app.deps import ArchiveDep, Reader
+from app.errors import BadRequest, NotAcceptable
+from app.routers.responses import stream
+from app.services import wado
+
+router = APIRouter(tags=["WADO-URI"])
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def _uid(request: Request, name: str) -> str:
+    value = request.query_params.get(name)
+    if not value:
+        raise BadRequest(f"WADO-URI parameter {name!r} is required")
+    if len(value) > 64 or not _UID.match(value):
+        raise BadRequest(f"WADO-URI parameter {name!r}: {value!r} is not a valid UID")
+    return value
+
+
+@router.get(
+    "/wado",
+    summary="Retrieve one object (WADO-URI)",
+    responses={
+        200: {"content": {"application/dicom": {}}, "description": "The object as stored"},
+        400: {"description": "A missing or wrong requestType, or a missing or invalid UID"},
+        404: {"description": "No such object"},
+        406: {"description": "A content type or transfer syntax the archive cannot produce"},
+    },
+    response_class=StreamingResponse,
+)
+async def wado_uri(request: Request, archive: ArchiveDep, _: Reader) -> StreamingResponse:
+    params = request.query_params
+    if params.get("requestType") != "WADO":
+        raise BadRequest("WADO-URI parameter 'requestType' must be WADO (PS3.18 §9.1.2.1)")
+    study, series, instance = (
+        _uid(request, "studyUID"),
+        _uid(request, "seriesUID"),
+        _uid(request, "objectUID"),
+    )
+    # PS3.18 §9.1.2.2.1: a list of types in preference order; application/dicom is what
+    # the archive can send until rendered images are available.
+    wanted = [t.split(";")[0].strip() for t in params.get("contentType", "application/dicom").split(",")]
+    if not any(t in ("application/dicom", "*/*", "application/*") for t in wanted):
+        raise NotAcceptable(f"contentType {params['contentType']!r}: this archive sends application/dicom")
+    if params.get("anonymize") == "yes":
+        raise NotAcceptable("anonymize=yes is not supported")
+    syntax = params.get("transferSyntax")
+    if syntax is not None and not _UID.match(syntax):
+        raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
+    return stream(await wado.single_object(archive, study, series, instance, syntax))

@@ -1,0 +1,74 @@
+"""WADO-RS frames (PS3.18 §10.4.1.1.4 "Retrieve Frames"): chosen frames of one instance,
+each read with one ranged read at offsets the index computed at ingest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from app.dicom.frames import Frame, frame_ranges
+from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
+from app.dicom.negotiation import negotiate_frames
+from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
+from app.errors import BadRequest, NotAcceptable, NotFound
+from app.repository import retrieve
+from app.repository.retrieve import StoredBulk
+from app.services.reading import Body, read_frame
+from app.state import Archive
+
+#: More frames than this in one request is refused rather than streamed.
+MAX_FRAMES_PER_REQUEST = 10_000
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` -> [1, 3, 5]: 1-based frame numbers in request order (PS3.18 §8.4.1).
+
+    >>> parse_frame_list("3,1,3")
+    [3, 1, 3]
+    """
+    numbers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise BadRequest(f"frame list {text!r}: {item!r} is not a frame number (1, 2, …)")
+        numbers.append(int(item))
+    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+        raise BadRequest(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
+    return numbers
+
+
+async def frames(
+    archive: Archive, accept: str | None, study: str, series: str, instance: str, numbers: list[int]
+) -> Body:
+    stored = await retrieve.bulk(archive.pool, study, series, instance)
+    if stored is None:
+        raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    pixel = stored.pixel
+    if pixel is None:
+        raise NotFound(f"instance {instance} has no pixel data")
+    choice = negotiate_frames(accept, stored.transfer_syntax_uid, pixel.encapsulated)
+    ranges = frame_ranges(pixel)
+    if ranges is None:
+        raise NotAcceptable(f"the frame boundaries of instance {instance} cannot be determined")
+    for number in numbers:
+        if number > len(ranges):
+            raise NotFound(f"instance {instance} has {len(ranges)} frame(s); there is no frame {number}")
+    selected = [ranges[n - 1] for n in numbers]
+    return frame_parts(
+        archive, stored, selected, f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
+    )
+
+
+def frame_parts(archive: Archive, stored: StoredBulk, selected: list[Frame], part_type: str) -> Body:
+    """A multipart/related body with one part per frame."""
+    swap = 0
+    if stored.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN and stored.pixel is not None:
+        swap = (stored.pixel.bits_allocated or 8) // 8
+
+    async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+        for frame in selected:
+            headers = {"Content-Type": part_type, "Content-Length": str(sum(n for _, n in frame))}
+            yield headers, read_frame(archive.store, stored.object_key, frame, swap)
+
+    boundary = multipart_boundary()
+    root = part_type.split(";")[0]
+    return Body(related_content_type(boundary, root), stream_multipart(parts(), boundary))
