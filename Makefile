@@ -19,6 +19,9 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 
 ## Serve the archive on http://127.0.0.1:8000 with the embedded default (data in ./data).
 run: $(VENV)/.runtime
+	@echo "Every DICOMweb call needs a bearer token. In another shell, get one with:"
+	@echo "  $(BIN)/filmless token --hospital LOCAL --role reader --role uploader"
+	@echo "and send it as 'Authorization: Bearer <token>' (see the README)."
 	$(BIN)/filmless serve
 
 ## The whole suite, against a throwaway PostgreSQL and SeaweedFS that the fixtures start.

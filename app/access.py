@@ -1,8 +1,9 @@
-"""Who is calling, and what they may do. Every route depends on :func:`authorize`, so
-authentication arrives in this one place.
+"""Who is calling, and what they may do.
 
-Until authentication is configured the archive is open: every caller is the anonymous
-principal with every right.
+Every route depends on :func:`requires`, which authenticates the bearer token
+(:mod:`app.security.authenticator`) and checks the caller's rights, so the whole
+policy lives here: roles grant rights, the caller's hospital and roles give the scope
+every repository query carries (:class:`app.scope.Scope`).
 """
 
 from __future__ import annotations
@@ -10,35 +11,88 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import Forbidden
+from app.errors import Forbidden, Unauthorized
+from app.scope import Scope
+
+
+class Role(Enum):
+    READER = "reader"  # QIDO-RS, WADO-RS, WADO-URI of their hospital's studies
+    UPLOADER = "uploader"  # STOW-RS
+    SHARER = "sharer"  # create and revoke share links
+    ADMIN = "admin"  # delete, audit queries, hospital management
+    REGIONAL = "regional"  # reads other members' studies of a specific patient
 
 
 class Right(Enum):
-    READ = "read"  # QIDO-RS, WADO-RS, WADO-URI
-    STORE = "store"  # STOW-RS
-    DELETE = "delete"  # removing studies, series, instances
+    READ = "read"
+    STORE = "store"
+    SHARE = "share"
+    DELETE = "delete"
+    AUDIT = "audit"
+    ADMINISTER = "administer"
+
+
+ROLE_RIGHTS: dict[Role, frozenset[Right]] = {
+    Role.READER: frozenset({Right.READ}),
+    Role.UPLOADER: frozenset({Right.STORE}),
+    Role.SHARER: frozenset({Right.SHARE}),
+    Role.ADMIN: frozenset({Right.DELETE, Right.AUDIT, Right.ADMINISTER}),
+    # Regional look-up widens what READ reaches; it grants no right of its own.
+    Role.REGIONAL: frozenset(),
+}
 
 
 @dataclass(frozen=True)
 class Principal:
     subject: str
-    rights: frozenset[Right]
+    hospital: str | None
+    hospital_pk: int | None
+    roles: frozenset[Role]
+    share_id: str | None = None
+    shared_studies: frozenset[str] | None = None
+
+    @property
+    def rights(self) -> frozenset[Right]:
+        return frozenset().union(*(ROLE_RIGHTS[r] for r in self.roles))
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(
+            hospital_pk=self.hospital_pk,
+            regional=Role.REGIONAL in self.roles and Right.READ in self.rights,
+            study_uids=self.shared_studies,
+        )
 
 
-ANONYMOUS = Principal(subject="anonymous", rights=frozenset(Right))
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT from the hospital's identity provider (or `filmless token` in development).",
+)
 
 
-def requires(right: Right) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency factory: the caller, once it is established they hold ``right``."""
+async def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("a bearer token is required", error=None)
+    principal: Principal = await request.app.state.authenticator.principal(credentials.credentials)
+    trail = getattr(request.state, "audit", None)
+    if trail is not None:
+        trail.identify(principal)
+    return principal
 
-    async def authorize(request: Request) -> Principal:
-        del request  # the open archive does not look at the request yet
-        principal = ANONYMOUS
+
+def requires(right: Right) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the authenticated caller, once it is established they hold ``right``."""
+
+    async def authorize(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if right not in principal.rights:
-            raise Forbidden(f"{principal.subject} may not {right.value}")
+            raise Forbidden(f"this requires the right to {right.value}")
         return principal
 
     return authorize

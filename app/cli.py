@@ -20,6 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default: FILMLESS_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: FILMLESS_PORT or 8000)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    token = commands.add_parser("token", help="print a token signed with the local key (development)")
+    token.add_argument("--hospital", required=True, help="member hospital code, e.g. LOCAL")
+    token.add_argument("--role", action="append", default=[], help="one role; repeat for more")
+    token.add_argument("--subject", default="dev", help="the user the token names (default: dev)")
+    token.add_argument("--lifetime", type=int, default=8 * 3600, help="seconds (default: 8 hours)")
+    hospital = commands.add_parser("hospital", help="manage member hospitals")
+    hospital_commands = hospital.add_subparsers(dest="action", required=True)
+    add = hospital_commands.add_parser("add", help="add a member hospital")
+    add.add_argument("code", help="the code tokens name it by (letters, digits, . _ -)")
+    add.add_argument("--name", required=True, help="its name")
+    hospital_commands.add_parser("list", help="list member hospitals")
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     args = parser.parse_args(argv)
@@ -29,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, args.host, args.port)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "token":
+        return _token(settings, args.hospital, args.role, args.subject, args.lifetime)
+    if args.command == "hospital":
+        return asyncio.run(_hospital(settings, args))
     return _openapi(args.output)
 
 
@@ -49,7 +64,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     return 0
 
 
-async def _migrate(settings: Settings) -> int:
+async def _database(settings: Settings) -> Any:
     from app.embedded import start_embedded_postgres
     from app.repository.database import create_pool
     from app.repository.migrations import migrate
@@ -59,13 +74,48 @@ async def _migrate(settings: Settings) -> int:
     else:
         dsn = await start_embedded_postgres(settings.data_dir)
     pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
-    finally:
-        await pool.close()
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+    return pool, applied
+
+
+async def _migrate(settings: Settings) -> int:
+    pool, applied = await _database(settings)
+    await pool.close()
     print("applied: " + ", ".join(applied) if applied else "the database is up to date")
     return 0
+
+
+def _token(settings: Settings, hospital: str, roles: list[str], subject: str, lifetime: int) -> int:
+    from app.security.authenticator import issue_local_token
+
+    if settings.auth_keys != "local":
+        print("tokens come from the identity provider (FILMLESS_AUTH_KEYS is not 'local')", file=sys.stderr)
+        return 2
+    print(issue_local_token(settings, subject, hospital, roles or ["reader"], lifetime))
+    return 0
+
+
+async def _hospital(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from app.repository import hospitals
+
+    pool, _ = await _database(settings)
+    try:
+        if args.action == "add":
+            try:
+                added = await hospitals.add(pool, args.code, args.name)
+            except asyncpg.CheckViolationError:
+                print(f"invalid code {args.code!r}: letters, digits, '.', '_' and '-'", file=sys.stderr)
+                return 2
+            print(f"added {args.code}" if added else f"{args.code} exists already")
+            return 0 if added else 1
+        for h in await hospitals.every(pool):
+            print(f"{h.code}\t{h.name}")
+        return 0
+    finally:
+        await pool.close()
 
 
 def openapi_document() -> dict[str, Any]:

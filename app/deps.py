@@ -1,12 +1,17 @@
-"""FastAPI dependencies: the archive's state, and the caller for each kind of access."""
+"""FastAPI dependencies: the archive's state, and the caller of each kind of access —
+authenticated, authorized, and with the request's audit trail started."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.access import Principal, Right, requires
+from app.services import audit
+from app.services.audit import Trail, Transaction
 from app.state import Archive
 
 
@@ -22,8 +27,38 @@ def dicomweb_root(request: Request) -> str:
     return base.rstrip("/") + "/dicom-web"
 
 
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    trail: Trail
+
+
+def caller(right: Right, transaction: Transaction) -> Callable[..., Awaitable[Caller]]:
+    """The caller of a ``transaction`` that needs ``right``. The audit trail starts first,
+    so that refused attempts (401, 403) are recorded too."""
+
+    async def start_trail(request: Request) -> Trail:
+        return audit.start(request, transaction)
+
+    authorized = requires(right)
+
+    # Defaults rather than Annotated: the dependencies are local to this factory, which
+    # string annotations (PEP 563) cannot name.
+    async def dependency(
+        trail: Trail = Depends(start_trail), principal: Principal = Depends(authorized)
+    ) -> Caller:
+        return Caller(principal, trail)
+
+    return dependency
+
+
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
 RootDep = Annotated[str, Depends(dicomweb_root)]
-Reader = Annotated[Principal, Depends(requires(Right.READ))]
-Uploader = Annotated[Principal, Depends(requires(Right.STORE))]
-Deleter = Annotated[Principal, Depends(requires(Right.DELETE))]
+Searcher = Annotated[Caller, Depends(caller(Right.READ, Transaction.QIDO))]
+Retriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO))]
+MetadataReader = Annotated[Caller, Depends(caller(Right.READ, Transaction.METADATA))]
+UriRetriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO_URI))]
+Uploader = Annotated[Caller, Depends(caller(Right.STORE, Transaction.STOW))]
+Deleter = Annotated[Caller, Depends(caller(Right.DELETE, Transaction.DELETE))]
+Auditor = Annotated[Caller, Depends(caller(Right.AUDIT, Transaction.AUDIT_QUERY))]
+Administrator = Annotated[Caller, Depends(caller(Right.ADMINISTER, Transaction.ADMIN))]

@@ -2,6 +2,7 @@
 
     FilmlessError                 500  base; never raised bare
     ├── BadRequest                400  malformed request, invalid query parameter (PS3.18 §8.6.1)
+    ├── Unauthorized              401  no bearer token, or one that does not verify
     ├── Forbidden                 403  authenticated, but without the right
     ├── NotFound                  404  unknown UID, or a resource the caller may not see
     ├── NotAcceptable             406  no acceptable media type or transfer syntax (PS3.18 §8.7.3)
@@ -30,6 +31,17 @@ class FilmlessError(Exception):
 
 class BadRequest(FilmlessError):
     status = HTTPStatus.BAD_REQUEST
+
+
+class Unauthorized(FilmlessError):
+    """No credentials, or credentials that do not hold (RFC 6750 §3: answered with a
+    ``WWW-Authenticate: Bearer`` challenge; ``error`` is its error code)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class Forbidden(FilmlessError):

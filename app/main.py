@@ -14,9 +14,12 @@ from fastapi import FastAPI
 from app import __version__
 from app.embedded import start_embedded_postgres
 from app.errors import FilmlessError
+from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
-from app.routers import delete, health, qido, stow, wado, wado_uri
+from app.routers import admin, delete, health, qido, stow, wado, wado_uri
+from app.security.authenticator import Authenticator
+from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.services.sweep import sweep_forever
 from app.settings import Settings
 from app.state import Archive
@@ -40,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             archive = await open_archive(settings, stack)
             app.state.archive = archive
+            app.state.authenticator = await open_authenticator(archive, stack)
             sweeper = None
             if settings.sweep_interval > 0:
                 sweeper = asyncio.create_task(sweep_forever(archive))
@@ -58,8 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, stow.router, qido.router, wado.router, wado_uri.router, delete.router):
-        app.include_router(router)
+    for module in (health, stow, qido, wado, wado_uri, delete, admin):
+        app.include_router(module.router)
     return app
 
 
@@ -78,6 +82,23 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
             await migrate(conn)
     store = await open_store(settings, stack)
     return Archive(settings=settings, pool=pool, store=store)
+
+
+async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack) -> Authenticator:
+    settings = archive.settings
+    keys = key_source(settings)
+    if isinstance(keys, JwksKeys):
+        stack.push_async_callback(keys.close)
+    if isinstance(keys, LocalIssuer):
+        # Development and the embedded default: the archive is its own token issuer.
+        if not await hospitals.every(archive.pool):
+            await hospitals.add(archive.pool, "LOCAL", "Local hospital")
+        log.info(
+            "tokens are signed locally (%s); get one with: filmless token --hospital LOCAL "
+            "--role reader --role uploader --role admin",
+            keys.path,
+        )
+    return Authenticator(settings, keys, archive.pool)
 
 
 def _clean_spool(settings: Settings) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,43 @@ class Settings(BaseSettings):
     #: Seconds between sweeps (0 disables the background sweep).
     sweep_interval: int = 600
 
+    # --- Authentication (bearer JWTs from the hospital's identity provider) -------------
+    #: Where verification keys come from: "local" (the archive signs its own tokens with a
+    #: key under data_dir: development and the embedded default), "jwks" (an OIDC
+    #: provider's JWKS URL), or "pem" (static public keys).
+    auth_keys: Literal["local", "jwks", "pem"] = "local"
+    auth_jwks_url: str | None = None
+    #: Seconds a fetched JWKS is trusted before it is fetched again (an unknown key id
+    #: triggers an earlier refetch, at most once per ``auth_jwks_min_refresh``).
+    auth_jwks_cache_seconds: int = 3600
+    auth_jwks_min_refresh: int = 30
+    #: PEM public keys (paths to files), for ``auth_keys=pem``.
+    auth_public_key_files: list[Path] = Field(default_factory=list)
+    #: The local signing key (created when missing), for ``auth_keys=local``.
+    auth_local_key_file: Path | None = None
+    auth_issuer: str = "filmless-local"
+    auth_audience: str = "filmless"
+    #: Accepted signature algorithms, pinned: asymmetric only (never "none", never HMAC).
+    auth_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    #: Clock skew tolerated on exp/nbf, in seconds.
+    auth_leeway: int = 30
+    #: Claim names: the caller's roles (a list or space-separated string) and hospital.
+    auth_roles_claim: str = "roles"
+    auth_hospital_claim: str = "hospital"
+    #: Role names as the identity provider spells them.
+    role_reader: str = "reader"
+    role_uploader: str = "uploader"
+    role_sharer: str = "sharer"
+    role_admin: str = "admin"
+    role_regional: str = "regional"
+
+    # --- Audit ---------------------------------------------------------------------------
+    #: File that DICOM audit messages (PS3.15 A.5, as JSON lines) are appended to for a
+    #: hospital's ATNA repository to collect; unset: audit is kept in the database only.
+    audit_sink: Path | None = None
+    #: Audit Source ID in exported messages (PS3.15 A.5.2).
+    audit_source_id: str = "filmless"
+
     #: Default and maximum number of QIDO-RS results per request.
     qido_default_limit: int = 100
     qido_max_limit: int = 1000
@@ -55,3 +93,17 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def local_key_path(self) -> Path:
+        return self.auth_local_key_file or self.data_dir / "jwt-signing-key.pem"
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # An HMAC algorithm would let anyone holding a public key forge tokens with it.
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+        refused = [a for a in value if a not in allowed]
+        if refused or not value:
+            raise ValueError(f"auth_algorithms must be asymmetric JWS algorithms, not {refused or 'none'}")
+        return value

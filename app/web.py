@@ -1,4 +1,5 @@
-"""HTTP-level glue: one handler turning archive errors into DICOMweb error responses."""
+"""HTTP-level glue: one handler turning archive errors into DICOMweb error responses, and
+recording the failed request in the audit trail."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.errors import FilmlessError, RangeNotSatisfiable
+from app.errors import FilmlessError, RangeNotSatisfiable, Unauthorized
+from app.services import audit
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +20,26 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": status, "message": message}, status_code=status)
 
 
+async def _audit_failure(request: Request, status: int, message: str) -> None:
+    trail = getattr(request.state, "audit", None)
+    if trail is not None and not trail.recorded:
+        try:
+            await audit.commit(request.app.state.archive, trail, status, message)
+        except FilmlessError:
+            log.warning("could not record a failed request in the audit trail")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FilmlessError)
     async def archive_error(request: Request, exc: FilmlessError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        await _audit_failure(request, exc.status, exc.message)
         response = error_response(exc.status, exc.message)
         if isinstance(exc, RangeNotSatisfiable):
             response.headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 §15.5.17
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = _challenge(exc)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -35,4 +49,19 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
         )
+        await _audit_failure(request, 400, problems or "invalid request")
         return error_response(400, problems or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        await _audit_failure(request, 500, "internal error")
+        return error_response(500, "internal error")
+
+
+def _challenge(exc: Unauthorized) -> str:
+    """RFC 6750 §3: a challenge, with an error code when a token was given but refused."""
+    if exc.error is None:
+        return 'Bearer realm="filmless"'
+    description = exc.message.replace('"', "'")
+    return f'Bearer realm="filmless", error="{exc.error}", error_description="{description}"'

@@ -21,11 +21,17 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.repository import hospitals
 from app.repository.migrations import migrate
+from app.security.authenticator import issue_local_token
 from app.state import Archive
 from tests.services import S3Server, settings_for
 
-TABLES = "instances, series, studies, patients"
+# The audit trail is append-only (a trigger refuses TRUNCATE): tests filter it instead.
+TABLES = "instances, series, studies, patients, hospitals, object_garbage"
+#: The hospital the default test client belongs to, and another member.
+HOSPITAL, OTHER_HOSPITAL = "TEST", "OTHER"
+ALL_ROLES = ["reader", "uploader", "sharer", "admin"]
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -55,6 +61,25 @@ async def clean_db(migrated_db: str) -> str:
     return migrated_db
 
 
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the archive under test keeps its local token signing key (created on use)."""
+    return tmp_path_factory.mktemp("keys") / "signing-key.pem"
+
+
+def token(
+    settings: Any,
+    hospital: str = HOSPITAL,
+    roles: list[str] | None = None,
+    subject: str = "tester",
+    **claims: Any,
+) -> str:
+    """A real token, signed with the archive's local key."""
+    return issue_local_token(
+        settings, subject, hospital, ALL_ROLES if roles is None else roles, 3600, **claims
+    )
+
+
 @dataclass
 class ArchiveUnderTest:
     app: FastAPI
@@ -66,12 +91,29 @@ class ArchiveUnderTest:
         archive: Archive = self.app.state.archive
         return archive
 
+    def token(self, hospital: str = HOSPITAL, roles: list[str] | None = None, subject: str = "tester") -> str:
+        return token(self.settings, hospital, roles, subject)
+
+    def as_user(
+        self, hospital: str = HOSPITAL, roles: list[str] | None = None, subject: str = "tester"
+    ) -> httpx.AsyncClient:
+        """Another client of the same app, for a caller of another hospital or roles."""
+        headers = {"Authorization": f"Bearer {self.token(hospital, roles, subject)}"}
+        return httpx.AsyncClient(
+            transport=self.client._transport, base_url="http://testserver", headers=headers
+        )
+
 
 async def _open(settings: Any) -> AsyncIterator[ArchiveUnderTest]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        for code in (HOSPITAL, OTHER_HOSPITAL):
+            await hospitals.add(app.state.archive.pool, code, f"{code.title()} hospital")
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        headers = {"Authorization": f"Bearer {token(settings)}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as client:
             yield ArchiveUnderTest(app, client, settings)
 
 
@@ -89,9 +131,10 @@ async def served(
     object_store: tuple[S3Server, str] | tuple[None, None],
     clean_db: str,
     tmp_path: Path,
+    signing_key: Path,
 ) -> AsyncIterator[ArchiveUnderTest]:
     """The archive on the test database and on each object store in turn."""
-    overrides = getattr(request, "param", {})
+    overrides = {"auth_local_key_file": signing_key, **getattr(request, "param", {})}
     s3, bucket = object_store
     settings = settings_for(clean_db, s3, bucket, tmp_path / "data", sweep_interval=0, **overrides)
     async for under_test in _open(settings):
@@ -114,16 +157,24 @@ class LiveServer:
     url: str
     pid: int
     data_dir: Path
+    #: A token of the server's own LOCAL hospital, with every role but regional.
+    token: str
 
     @property
     def dicomweb(self) -> str:
         return self.url + "/dicom-web"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
 
 @pytest.fixture
-def live_server(clean_db: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
-    """``filmless serve`` in its own process, on S3 when the test asks for the
-    ``live_s3`` marker's backend, else on the filesystem store."""
+def live_server(
+    clean_db: str, tmp_path: Path, signing_key: Path, request: pytest.FixtureRequest
+) -> Iterator[LiveServer]:
+    """``filmless serve`` in its own process, on S3 when parametrized with ``"s3"``, else on
+    the filesystem store. It signs its own tokens, and creates its LOCAL hospital."""
     port = _free_port()
     data_dir = tmp_path / "live"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
@@ -135,6 +186,7 @@ def live_server(clean_db: str, tmp_path: Path, request: pytest.FixtureRequest) -
         # dicomweb-client sends "Host: 127.0.0.1" without the port; a deployment names
         # its public URL for the same reason.
         "FILMLESS_BASE_URL": f"http://127.0.0.1:{port}",
+        "FILMLESS_AUTH_LOCAL_KEY_FILE": str(signing_key),
     }
     if getattr(request, "param", "filesystem") == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")
@@ -152,7 +204,8 @@ def live_server(clean_db: str, tmp_path: Path, request: pytest.FixtureRequest) -
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, tmp_path / "server.log")
-        yield LiveServer(url, process.pid, data_dir)
+        settings = settings_for(clean_db, None, None, data_dir, auth_local_key_file=signing_key)
+        yield LiveServer(url, process.pid, data_dir, token(settings, "LOCAL"))
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -15,7 +15,7 @@ from tests.samples import make_sample
 
 @pytest.mark.parametrize("live_server", ["filesystem", "s3"], indirect=True)
 def test_dicomweb_client_round_trip(live_server: LiveServer):
-    client = DICOMwebClient(url=live_server.dicomweb)
+    client = DICOMwebClient(url=live_server.dicomweb, headers=live_server.headers)
     ct = make_sample("ct", PatientID="INTEROP-1", PatientName="Interop^Test", AccessionNumber="IA1")
     ct2 = make_sample(
         "ct", study=ct.study, series=ct.series, PatientID="INTEROP-1", PatientName="Interop^Test"

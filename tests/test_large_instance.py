@@ -94,7 +94,7 @@ def large_instance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tupl
 def test_large_instance_streams_with_flat_memory(live_server: LiveServer, large_instance, capsys):
     path, (study, series, instance), expected_sha = large_instance
     assert path.stat().st_size > 500 * MIB
-    with httpx.Client(base_url=live_server.dicomweb, timeout=300) as client:
+    with httpx.Client(base_url=live_server.dicomweb, timeout=300, headers=live_server.headers) as client:
         # Warm up, so that idle RSS includes the modules a request imports.
         assert client.get("/studies").status_code == 200
         idle = _rss(live_server.pid)

@@ -128,6 +128,24 @@ def parse_query(
     )
 
 
+def is_patient_specific(query: QidoQuery) -> bool:
+    """True when the query names one patient unambiguously across member hospitals: a
+    PatientID together with its IssuerOfPatientID, or an exact PatientName together with
+    a PatientBirthDate. Only such queries search other members' data for a regional
+    caller; a PatientID alone could be another hospital's different patient.
+
+    >>> q = lambda *p: parse_query(Level.STUDY, p, default_limit=10, max_limit=10)
+    >>> is_patient_specific(q(("PatientID", "123"), ("IssuerOfPatientID", "H1")))
+    True
+    >>> is_patient_specific(q(("PatientName", "Doe^Jane"), ("PatientBirthDate", "19700101")))
+    True
+    >>> is_patient_specific(q(("PatientID", "123"))), is_patient_specific(q(("PatientName", "Doe*"),))
+    (False, False)
+    """
+    single = {c.attribute.keyword for c in query.conditions if c.match is Match.SINGLE}
+    return {"PatientID", "IssuerOfPatientID"} <= single or {"PatientName", "PatientBirthDate"} <= single
+
+
 def _matchable(level: Level, name: str) -> tuple[str, Attribute]:
     path = _path_or_400(name, name)
     attribute = NESTED.get(path) if "." in path else BY_TAG.get(path)

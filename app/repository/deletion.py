@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.repository import audit
+from app.repository.audit import AuditEvent
 from app.repository.database import Pool, transaction
+from app.scope import Scope
 
-SELECT_STUDY = "SELECT pk, patient_pk FROM studies WHERE study_instance_uid = $1"
+# Deletion never crosses hospitals, regional rights or not: $2 is the caller's hospital.
+SELECT_STUDY = "SELECT pk, patient_pk FROM studies WHERE study_instance_uid = $1 AND hospital_pk = $2"
+SELECT_PATIENT_ID = "SELECT patient_id FROM patients WHERE pk = $1"
 LOCK_PATIENT = "SELECT pk FROM patients WHERE pk = $1 FOR UPDATE"
 LOCK_STUDY = "SELECT pk FROM studies WHERE pk = $1 FOR UPDATE"
 # Pending rows in scope go too: their writers find their row gone and remove their object.
@@ -20,7 +25,7 @@ DELETE FROM instances i USING series se
 WHERE i.series_pk = se.pk AND se.study_pk = $1
   AND ($2::text IS NULL OR se.series_instance_uid = $2)
   AND ($3::text IS NULL OR i.sop_instance_uid = $3)
-RETURNING i.object_key, i.status, se.pk AS series_pk"""
+RETURNING i.object_key, i.status, i.sop_instance_uid, se.pk AS series_pk"""
 RECOUNT_SERIES = """
 UPDATE series se SET num_instances =
     (SELECT count(*) FROM instances i WHERE i.series_pk = se.pk AND i.status = 1)
@@ -52,29 +57,43 @@ class _NothingStored(Exception):
 
 
 async def delete(
-    pool: Pool, study: str, series: str | None, instance: str | None
+    pool: Pool, scope: Scope, study: str, series: str | None, instance: str | None, event: AuditEvent
 ) -> tuple[int, list[str]] | None:
-    """Remove what is in scope; return how many stored instances went and the object keys
-    to remove, or None when nothing stored is in scope."""
+    """Remove what is in scope and record ``event`` in the same transaction; return how
+    many stored instances went and the object keys to remove, or None when nothing
+    stored is in scope."""
+    hospital, studies = scope.filters(cross_hospital=False)
+    if studies is not None:
+        return None  # a share never deletes
     try:
         async with transaction(pool) as conn:
-            return await _delete(conn, study, series, instance)
+            removed = await _delete(conn, hospital, study, series, instance, event)
+            await audit.insert(conn, event)
+            return removed
     except _NothingStored:
         return None
 
 
 async def _delete(
-    conn: asyncpg.Connection, study: str, series: str | None, instance: str | None
+    conn: asyncpg.Connection,
+    hospital: int | None,
+    study: str,
+    series: str | None,
+    instance: str | None,
+    event: AuditEvent,
 ) -> tuple[int, list[str]]:
-    found = await conn.fetchrow(SELECT_STUDY, study)
+    found = await conn.fetchrow(SELECT_STUDY, study, hospital)
     if found is None:
         raise _NothingStored
     await conn.execute(LOCK_PATIENT, found["patient_pk"])
     await conn.execute(LOCK_STUDY, found["pk"])
     rows = await conn.fetch(DELETE_INSTANCES, found["pk"], series, instance)
-    stored = sum(1 for r in rows if r["status"] == 1)
-    if stored == 0:
+    stored = [r for r in rows if r["status"] == 1]
+    if not stored:
         raise _NothingStored
+    event.patient_ids = [await conn.fetchval(SELECT_PATIENT_ID, found["patient_pk"])]
+    event.instance_uids = [r["sop_instance_uid"] for r in stored]
+    event.instances = len(stored)
     series_pks = list({r["series_pk"] for r in rows})
     await conn.execute(RECOUNT_SERIES, series_pks)
     await conn.execute(DELETE_EMPTY_SERIES, series_pks)
@@ -83,7 +102,7 @@ async def _delete(
     await conn.execute(DELETE_EMPTY_PATIENT, found["patient_pk"])
     keys = [r["object_key"] for r in rows]
     await conn.execute(QUEUE_GARBAGE, keys)
-    return stored, keys
+    return len(stored), keys
 
 
 async def forget_garbage(pool: Pool, keys: list[str]) -> None:

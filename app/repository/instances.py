@@ -19,13 +19,15 @@ from typing import Any
 import asyncpg
 
 from app.dicom.indexing import IndexRecord
+from app.repository import audit
+from app.repository.audit import AuditEvent
 from app.repository.database import Pool, transaction
 
 UPSERT_PATIENT = """
-INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, patient_name_fold,
+INSERT INTO patients (hospital_pk, patient_id, issuer_of_patient_id, patient_name, patient_name_fold,
     patient_birth_date, patient_sex)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
+VALUES ($7, $1, $2, $3, $4, $5, $6)
+ON CONFLICT (hospital_pk, patient_id, issuer_of_patient_id) DO UPDATE SET
     patient_name = COALESCE(patients.patient_name, EXCLUDED.patient_name),
     patient_name_fold = COALESCE(patients.patient_name_fold, EXCLUDED.patient_name_fold),
     patient_birth_date = COALESCE(patients.patient_birth_date, EXCLUDED.patient_birth_date),
@@ -38,8 +40,8 @@ RETURNING pk"""
 UPSERT_STUDY = """
 INSERT INTO studies (patient_pk, study_instance_uid, study_date, study_time, study_time_key,
     accession_number, referring_physician_name, referring_physician_fold, study_description, study_id,
-    timezone_offset)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    timezone_offset, hospital_pk)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (study_instance_uid) DO UPDATE SET
     study_date = COALESCE(studies.study_date, EXCLUDED.study_date),
     study_time = COALESCE(studies.study_time, EXCLUDED.study_time),
@@ -172,17 +174,21 @@ class _Refused(Exception):
         self.outcome = outcome
 
 
-async def begin(pool: Pool, record: IndexRecord, facts: ObjectFacts, stale_after: int) -> Pending:
-    """Phase one: upsert the parents and write a pending instance row."""
+async def begin(
+    pool: Pool, record: IndexRecord, facts: ObjectFacts, stale_after: int, hospital_pk: int
+) -> Pending:
+    """Phase one: upsert the parents, owned by ``hospital_pk``, and write a pending
+    instance row. A study another hospital owns is refused like one of another patient:
+    both are a different patient's record."""
     try:
         async with transaction(pool) as conn:
-            return await _begin(conn, record, facts, stale_after)
+            return await _begin(conn, record, facts, stale_after, hospital_pk)
     except _Refused as refused:
         return Pending(refused.outcome)
 
 
 async def _begin(
-    conn: asyncpg.Connection, record: IndexRecord, facts: ObjectFacts, stale_after: int
+    conn: asyncpg.Connection, record: IndexRecord, facts: ObjectFacts, stale_after: int, hospital_pk: int
 ) -> Pending:
     p, st, se, inst = record.patient, record.study, record.series, record.instance
     patient_pk = await conn.fetchval(
@@ -193,6 +199,7 @@ async def _begin(
         p.patient_name_fold,
         p.patient_birth_date,
         p.patient_sex,
+        hospital_pk,
     )
     study = await conn.fetchrow(
         UPSERT_STUDY,
@@ -207,6 +214,7 @@ async def _begin(
         st.study_description,
         st.study_id,
         st.timezone_offset,
+        hospital_pk,
     )
     if study["patient_pk"] != patient_pk:
         raise _Refused(Outcome.WRONG_PATIENT)
@@ -264,9 +272,10 @@ async def _begin(
     return Pending(Outcome.NEW, instance_pk=existing["pk"], orphan_key=existing["object_key"], **parents)
 
 
-async def mark_stored(pool: Pool, pending: Pending, object_key: str) -> bool:
-    """Phase three: the object is stored; make the instance visible. False when the
-    pending row was swept or taken over meanwhile (the caller then removes its object)."""
+async def mark_stored(pool: Pool, pending: Pending, object_key: str, event: AuditEvent | None = None) -> bool:
+    """Phase three: the object is stored; make the instance visible, and record ``event``
+    in the same transaction. False when the pending row was swept or taken over meanwhile
+    (the caller then removes its object)."""
     try:
         async with transaction(pool) as conn:
             await conn.execute(LOCK_STUDY, pending.study_pk)
@@ -274,6 +283,8 @@ async def mark_stored(pool: Pool, pending: Pending, object_key: str) -> bool:
             if await conn.fetchval(MARK_STORED, pending.instance_pk, object_key) is None:
                 raise _Refused(Outcome.NEW)
             await conn.execute(COUNT_STUDY_INSTANCE, pending.study_pk, series_count == 1, pending.modality)
+            if event is not None:
+                await audit.insert(conn, event)
     except _Refused:
         return False
     return True

@@ -10,8 +10,9 @@ import asyncpg
 
 from app.dicom.levels import Level
 from app.dicom.names import fold
-from app.dicom.query import Condition, Match, QidoQuery, time_key
+from app.dicom.query import Condition, Match, QidoQuery, is_patient_specific, time_key
 from app.repository.database import Pool, connection
+from app.scope import Scope
 
 # DICOM tag -> column, for every indexed attribute. TM attributes match on their key column.
 COLUMNS: dict[str, str] = {
@@ -64,12 +65,15 @@ _SERIES_TAGS = [t for t, c in COLUMNS.items() if c.startswith("se.")]
 _INSTANCE_TAGS = [t for t, c in COLUMNS.items() if c.startswith("i.")]
 TAGS_BY_LEVEL = {Level.STUDY: _STUDY_TAGS, Level.SERIES: _SERIES_TAGS, Level.INSTANCE: _INSTANCE_TAGS}
 
+_OWNERS = " JOIN patients p ON p.pk = st.patient_pk JOIN hospitals h ON h.pk = st.hospital_pk"
 _FROM = {
-    Level.STUDY: "studies st JOIN patients p ON p.pk = st.patient_pk",
-    Level.SERIES: "series se JOIN studies st ON st.pk = se.study_pk JOIN patients p ON p.pk = st.patient_pk",
-    Level.INSTANCE: "instances i JOIN series se ON se.pk = i.series_pk "
-    "JOIN studies st ON st.pk = se.study_pk JOIN patients p ON p.pk = st.patient_pk",
+    Level.STUDY: "studies st" + _OWNERS,
+    Level.SERIES: "series se JOIN studies st ON st.pk = se.study_pk" + _OWNERS,
+    Level.INSTANCE: "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk"
+    + _OWNERS,
 }
+# Who owns each match: for the audit trail and to tag regional results.
+_OWNER_COLUMNS = ["h.code AS hospital", "h.name AS hospital_name", "p.patient_id AS patient"]
 # Only what is completely stored is visible (PS3.18: InstanceAvailability ONLINE).
 _VISIBLE = {
     Level.STUDY: "st.num_instances > 0",
@@ -98,15 +102,20 @@ class _Params:
         return f"${len(self.values)}"
 
 
-def build(query: QidoQuery, tags: list[str], extra: list[str] | None) -> tuple[str, list[Any]]:
+def build(query: QidoQuery, tags: list[str], extra: list[str] | None, scope: Scope) -> tuple[str, list[Any]]:
     """SQL and parameters for ``query``, returning the ``tags`` columns (aliased by tag) and,
     when ``extra`` is given, the stored JSON of those other tags (``None``: all of them)."""
     params = _Params()
     where = [_VISIBLE[query.level]]
+    hospital, studies = scope.filters(cross_hospital=is_patient_specific(query))
+    if hospital is not None:
+        where.append(f"st.hospital_pk = {params.add(hospital)}")
+    if studies is not None:
+        where.append(f"st.study_instance_uid = ANY({params.add(studies)}::text[])")
     for tag, uid in query.scope.items():
         where.append(f"{_SCOPE_COLUMNS[tag]} = {params.add(uid)}")
     where.extend(_condition(c, query.fuzzy, params) for c in query.conditions)
-    select = [f'{COLUMNS[t]} AS "{t}"' for t in tags]
+    select = [f'{COLUMNS[t]} AS "{t}"' for t in tags] + _OWNER_COLUMNS
     if extra is not None or query.include_all:
         rep = _REPRESENTATIVE[query.level]
         if extra and not query.include_all:
@@ -184,8 +193,8 @@ def _fuzzy_regex(value: str) -> str:
 
 
 async def search(
-    pool: Pool, query: QidoQuery, tags: list[str], extra: list[str] | None
+    pool: Pool, scope: Scope, query: QidoQuery, tags: list[str], extra: list[str] | None
 ) -> list[asyncpg.Record]:
-    sql, values = build(query, tags, extra)
+    sql, values = build(query, tags, extra, scope)
     async with connection(pool) as conn:
         return list(await conn.fetch(sql, *values))

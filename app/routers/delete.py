@@ -18,16 +18,16 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 @router.delete("/studies/{study}", status_code=204, summary="Delete a study", responses=_RESPONSES)
-async def delete_study(archive: ArchiveDep, _: Deleter, study: StudyUID) -> Response:
-    await delete.delete(archive, study)
+async def delete_study(archive: ArchiveDep, caller: Deleter, study: StudyUID) -> Response:
+    await delete.delete(archive, caller.trail, study)
     return Response(status_code=204)
 
 
 @router.delete(
     "/studies/{study}/series/{series}", status_code=204, summary="Delete a series", responses=_RESPONSES
 )
-async def delete_series(archive: ArchiveDep, _: Deleter, study: StudyUID, series: SeriesUID) -> Response:
-    await delete.delete(archive, study, series)
+async def delete_series(archive: ArchiveDep, caller: Deleter, study: StudyUID, series: SeriesUID) -> Response:
+    await delete.delete(archive, caller.trail, study, series)
     return Response(status_code=204)
 
 
@@ -38,7 +38,7 @@ async def delete_series(archive: ArchiveDep, _: Deleter, study: StudyUID, series
     responses=_RESPONSES,
 )
 async def delete_instance(
-    archive: ArchiveDep, _: Deleter, study: StudyUID, series: SeriesUID, instance: InstanceUID
+    archive: ArchiveDep, caller: Deleter, study: StudyUID, series: SeriesUID, instance: InstanceUID
 ) -> Response:
-    await delete.delete(archive, study, series, instance)
+    await delete.delete(archive, caller.trail, study, series, instance)
     return Response(status_code=204)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import ArchiveDep, Reader, RootDep
+from app.deps import ArchiveDep, Caller, RootDep, Searcher
 from app.dicom.levels import Level
 from app.dicom.negotiation import DICOM_JSON, negotiate_json
 from app.routers.responses import json_response
 from app.routers.uids import SeriesUID, StudyUID
-from app.services import qido
+from app.services import audit, qido
 
 router = APIRouter(prefix="/dicom-web", tags=["QIDO-RS"])
 
@@ -22,41 +22,56 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 async def _search(
-    request: Request, archive: ArchiveDep, root: str, level: Level, scope: dict[str, str] | None = None
+    request: Request,
+    archive: ArchiveDep,
+    root: str,
+    caller: Caller,
+    level: Level,
+    path_uids: dict[str, str] | None = None,
 ) -> Response:
     media_type = negotiate_json(request.headers.get("accept"))
-    result = await qido.search(archive, level, request.query_params.multi_items(), root, scope)
+    params = request.query_params.multi_items()
+    result = await qido.search(archive, caller.principal.scope, level, params, root, path_uids)
+    caller.trail.touch(
+        studies=(o[0] for o in result.owners),
+        patients=(o[1] for o in result.owners),
+        owners=(o[2] for o in result.owners),
+        count=len(result.matches),
+    )
+    await audit.commit(archive, caller.trail, 200)
     headers = {"Warning": result.warning} if result.warning else {}
     return await json_response(request, qido.encode(result.matches), media_type, headers)
 
 
 @router.get("/studies", summary="Search for studies", responses=_RESPONSES)
-async def search_studies(request: Request, archive: ArchiveDep, root: RootDep, _: Reader) -> Response:
-    return await _search(request, archive, root, Level.STUDY)
+async def search_studies(request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher) -> Response:
+    return await _search(request, archive, root, caller, Level.STUDY)
 
 
 @router.get("/series", summary="Search for series", responses=_RESPONSES)
-async def search_series(request: Request, archive: ArchiveDep, root: RootDep, _: Reader) -> Response:
-    return await _search(request, archive, root, Level.SERIES)
+async def search_series(request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher) -> Response:
+    return await _search(request, archive, root, caller, Level.SERIES)
 
 
 @router.get("/instances", summary="Search for instances", responses=_RESPONSES)
-async def search_instances(request: Request, archive: ArchiveDep, root: RootDep, _: Reader) -> Response:
-    return await _search(request, archive, root, Level.INSTANCE)
+async def search_instances(
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher
+) -> Response:
+    return await _search(request, archive, root, caller, Level.INSTANCE)
 
 
 @router.get("/studies/{study}/series", summary="Search for a study's series", responses=_RESPONSES)
 async def search_study_series(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Reader, study: StudyUID
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID
 ) -> Response:
-    return await _search(request, archive, root, Level.SERIES, {"0020000D": study})
+    return await _search(request, archive, root, caller, Level.SERIES, {"0020000D": study})
 
 
 @router.get("/studies/{study}/instances", summary="Search for a study's instances", responses=_RESPONSES)
 async def search_study_instances(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Reader, study: StudyUID
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID
 ) -> Response:
-    return await _search(request, archive, root, Level.INSTANCE, {"0020000D": study})
+    return await _search(request, archive, root, caller, Level.INSTANCE, {"0020000D": study})
 
 
 @router.get(
@@ -65,6 +80,8 @@ async def search_study_instances(
     responses=_RESPONSES,
 )
 async def search_series_instances(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Reader, study: StudyUID, series: SeriesUID
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID, series: SeriesUID
 ) -> Response:
-    return await _search(request, archive, root, Level.INSTANCE, {"0020000D": study, "0020000E": series})
+    return await _search(
+        request, archive, root, caller, Level.INSTANCE, {"0020000D": study, "0020000E": series}
+    )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ArchiveDep, RootDep, Uploader
+from app.deps import ArchiveDep, Caller, RootDep, Uploader
 from app.dicom.negotiation import DICOM_JSON, negotiate_json
 from app.routers.uids import StudyUID
-from app.services import stow
+from app.services import audit, stow
 
 router = APIRouter(prefix="/dicom-web", tags=["STOW-RS"])
 
@@ -35,21 +35,36 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-async def _store(request: Request, archive: ArchiveDep, root: str, study: str | None) -> JSONResponse:
+async def _store(
+    request: Request, archive: ArchiveDep, root: str, caller: Caller, study: str | None
+) -> JSONResponse:
     media_type = negotiate_json(request.headers.get("accept"))
-    result = await stow.store(archive, request.stream(), request.headers.get("content-type"), root, study)
+    content_type = request.headers.get("content-type")
+    result = await stow.store(archive, caller.trail, request.stream(), content_type, root, study)
+    refused = [r for r in result.results if r.failure is not None]
+    if refused:
+        caller.trail.touch(
+            studies=(r.study_instance_uid or "" for r in refused),
+            instances=(r.sop_instance_uid or "" for r in refused),
+        )
+        detail = f"{len(refused)} of {len(result.results)} instances refused"
+        await audit.commit(archive, caller.trail, result.status, detail)
+    else:
+        audit.stored_in_transaction(caller.trail)
     return JSONResponse(result.body, status_code=result.status, media_type=media_type)
 
 
 @router.post("/studies", summary="Store instances", responses=_RESPONSES, openapi_extra=_BODY)
-async def store_instances(request: Request, archive: ArchiveDep, root: RootDep, _: Uploader) -> JSONResponse:
-    return await _store(request, archive, root, None)
+async def store_instances(
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Uploader
+) -> JSONResponse:
+    return await _store(request, archive, root, caller, None)
 
 
 @router.post(
     "/studies/{study}", summary="Store instances of one study", responses=_RESPONSES, openapi_extra=_BODY
 )
 async def store_study_instances(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Uploader, study: StudyUID
+    request: Request, archive: ArchiveDep, root: RootDep, caller: Uploader, study: StudyUID
 ) -> JSONResponse:
-    return await _store(request, archive, root, study)
+    return await _store(request, archive, root, caller, study)

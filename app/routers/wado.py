@@ -8,12 +8,13 @@ import re
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import ArchiveDep, Reader, RootDep
+from app.deps import ArchiveDep, Caller, MetadataReader, Retriever, RootDep
 from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
 from app.routers.responses import json_response, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
-from app.services import frames, wado
+from app.services import audit, frames, wado
+from app.services.reading import Body
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
@@ -39,12 +40,15 @@ async def _metadata(
     request: Request,
     archive: ArchiveDep,
     root: str,
+    caller: Caller,
     study: str,
     series: str | None = None,
     instance: str | None = None,
 ) -> Response:
     media_type = negotiate_json(request.headers.get("accept"))
-    found = await wado.metadata(archive, root, study, series, instance, request.headers.get("if-none-match"))
+    if_none_match = request.headers.get("if-none-match")
+    found = await wado.metadata(archive, caller.trail, root, study, series, instance, if_none_match)
+    await audit.commit(archive, caller.trail, 304 if found.body is None else 200)
     # Revalidate every time (no-cache): a study grows as instances arrive.
     headers = {"ETag": found.etag, "Cache-Control": "private, no-cache"}
     if found.body is None:
@@ -56,10 +60,10 @@ async def _metadata(
     "/studies/{study}", summary="Retrieve a study", responses=_RETRIEVE, response_class=StreamingResponse
 )
 async def retrieve_study(
-    request: Request, archive: ArchiveDep, _: Reader, study: StudyUID
+    request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return stream(await wado.instances(archive, choice, study))
+    return await _sent(archive, caller, await wado.instances(archive, caller.trail, choice, study))
 
 
 @router.get(
@@ -69,10 +73,10 @@ async def retrieve_study(
     response_class=StreamingResponse,
 )
 async def retrieve_series(
-    request: Request, archive: ArchiveDep, _: Reader, study: StudyUID, series: SeriesUID
+    request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID, series: SeriesUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return stream(await wado.instances(archive, choice, study, series))
+    return await _sent(archive, caller, await wado.instances(archive, caller.trail, choice, study, series))
 
 
 @router.get(
@@ -84,29 +88,35 @@ async def retrieve_series(
 async def retrieve_instance(
     request: Request,
     archive: ArchiveDep,
-    _: Reader,
+    caller: Retriever,
     study: StudyUID,
     series: SeriesUID,
     instance: InstanceUID,
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return stream(await wado.instances(archive, choice, study, series, instance))
+    body = await wado.instances(archive, caller.trail, choice, study, series, instance)
+    return await _sent(archive, caller, body)
 
 
 @router.get("/studies/{study}/metadata", summary="Retrieve a study's metadata", responses=_METADATA)
 async def study_metadata(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Reader, study: StudyUID
+    request: Request, archive: ArchiveDep, root: RootDep, caller: MetadataReader, study: StudyUID
 ) -> Response:
-    return await _metadata(request, archive, root, study)
+    return await _metadata(request, archive, root, caller, study)
 
 
 @router.get(
     "/studies/{study}/series/{series}/metadata", summary="Retrieve a series' metadata", responses=_METADATA
 )
 async def series_metadata(
-    request: Request, archive: ArchiveDep, root: RootDep, _: Reader, study: StudyUID, series: SeriesUID
+    request: Request,
+    archive: ArchiveDep,
+    root: RootDep,
+    caller: MetadataReader,
+    study: StudyUID,
+    series: SeriesUID,
 ) -> Response:
-    return await _metadata(request, archive, root, study, series)
+    return await _metadata(request, archive, root, caller, study, series)
 
 
 @router.get(
@@ -118,12 +128,12 @@ async def instance_metadata(
     request: Request,
     archive: ArchiveDep,
     root: RootDep,
-    _: Reader,
+    caller: MetadataReader,
     study: StudyUID,
     series: SeriesUID,
     instance: InstanceUID,
 ) -> Response:
-    return await _metadata(request, archive, root, study, series, instance)
+    return await _metadata(request, archive, root, caller, study, series, instance)
 
 
 @router.get(
@@ -140,7 +150,7 @@ async def instance_metadata(
 async def retrieve_frames(
     request: Request,
     archive: ArchiveDep,
-    _: Reader,
+    caller: Retriever,
     study: StudyUID,
     series: SeriesUID,
     instance: InstanceUID,
@@ -148,7 +158,9 @@ async def retrieve_frames(
 ) -> StreamingResponse:
     numbers = frames.parse_frame_list(frame_list)
     accept = request.headers.get("accept")
-    return stream(await frames.frames(archive, accept, study, series, instance, numbers))
+    return await _sent(
+        archive, caller, await frames.frames(archive, caller.trail, accept, study, series, instance, numbers)
+    )
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -168,7 +180,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 async def retrieve_bulkdata(
     request: Request,
     archive: ArchiveDep,
-    _: Reader,
+    caller: Retriever,
     study: StudyUID,
     series: SeriesUID,
     instance: InstanceUID,
@@ -176,7 +188,14 @@ async def retrieve_bulkdata(
 ) -> StreamingResponse:
     multipart = negotiate_bulk(request.headers.get("accept"))
     byte_range = _parse_range(request.headers.get("range")) if not multipart else None
-    return stream(await wado.bulkdata(archive, study, series, instance, path, multipart, byte_range))
+    body = await wado.bulkdata(archive, caller.trail, study, series, instance, path, multipart, byte_range)
+    return await _sent(archive, caller, body)
+
+
+async def _sent(archive: ArchiveDep, caller: Caller, body: Body) -> StreamingResponse:
+    """The access is recorded before the first byte leaves."""
+    await audit.commit(archive, caller.trail, 206 if body.content_range else 200)
+    return stream(body)
 
 
 def _parse_range(value: str | None) -> tuple[int, int | None] | None:

@@ -8,10 +8,10 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.deps import ArchiveDep, Reader
+from app.deps import ArchiveDep, UriRetriever
 from app.errors import BadRequest, NotAcceptable
 from app.routers.responses import stream
-from app.services import wado
+from app.services import audit, wado
 
 router = APIRouter(tags=["WADO-URI"])
 
@@ -38,7 +38,7 @@ def _uid(request: Request, name: str) -> str:
     },
     response_class=StreamingResponse,
 )
-async def wado_uri(request: Request, archive: ArchiveDep, _: Reader) -> StreamingResponse:
+async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) -> StreamingResponse:
     params = request.query_params
     if params.get("requestType") != "WADO":
         raise BadRequest("WADO-URI parameter 'requestType' must be WADO (PS3.18 §9.1.2.1)")
@@ -57,4 +57,6 @@ async def wado_uri(request: Request, archive: ArchiveDep, _: Reader) -> Streamin
     syntax = params.get("transferSyntax")
     if syntax is not None and not _UID.match(syntax):
         raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
-    return stream(await wado.single_object(archive, study, series, instance, syntax))
+    body = await wado.single_object(archive, caller.trail, study, series, instance, syntax)
+    await audit.commit(archive, caller.trail, 200)
+    return stream(body)

@@ -9,17 +9,26 @@ import logging
 
 from app.errors import NotFound, StorageUnavailable
 from app.repository import deletion
+from app.services import audit
+from app.services.audit import Trail
 from app.state import Archive
 
 log = logging.getLogger(__name__)
 
 
-async def delete(archive: Archive, study: str, series: str | None = None, instance: str | None = None) -> int:
-    """Remove what is in scope; return the number of instances removed."""
-    removed = await deletion.delete(archive.pool, study, series, instance)
+async def delete(
+    archive: Archive, trail: Trail, study: str, series: str | None = None, instance: str | None = None
+) -> int:
+    """Remove what is in scope (the caller's own hospital only); return the number of
+    instances removed. The deletion is audited in its own transaction."""
+    trail.touch(studies=[study], series=[series] if series else [], owners=[trail.event.hospital or ""])
+    trail.event.outcome = 204
+    removed = await deletion.delete(archive.pool, trail.scope, study, series, instance, trail.event)
     if removed is None:
         what = f"instance {instance}" if instance else f"series {series}" if series else f"study {study}"
         raise NotFound(f"no stored {what}")
+    audit.stored_in_transaction(trail)
+    await audit.export(archive, [trail.event])
     count, keys = removed
     await remove_objects(archive, keys)
     return count

@@ -12,6 +12,7 @@ from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
 from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import StoredBulk
+from app.services.audit import Trail
 from app.services.reading import Body, read_frame
 from app.state import Archive
 
@@ -37,11 +38,19 @@ def parse_frame_list(text: str) -> list[int]:
 
 
 async def frames(
-    archive: Archive, accept: str | None, study: str, series: str, instance: str, numbers: list[int]
+    archive: Archive,
+    trail: Trail,
+    accept: str | None,
+    study: str,
+    series: str,
+    instance: str,
+    numbers: list[int],
 ) -> Body:
-    stored = await retrieve.bulk(archive.pool, study, series, instance)
+    stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    trail.touch(studies=[study], series=[series], instances=[instance], patients=[stored.patient_id],
+                owners=[stored.hospital], count=1)  # fmt: skip
     pixel = stored.pixel
     if pixel is None:
         raise NotFound(f"instance {instance} has no pixel data")

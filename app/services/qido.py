@@ -16,7 +16,12 @@ from app.dicom.modules import belongs_to
 from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
 from app.repository.qido import COLUMNS, TAGS_BY_LEVEL
+from app.scope import Scope
 from app.state import Archive
+
+#: Private attributes naming the owning hospital (PS3.5 §7.8.1: block 10 of group 0009).
+OWNER_CREATOR = "FILMLESS"
+OWNER_CREATOR_TAG, OWNER_CODE_TAG, OWNER_NAME_TAG = "00090010", "00091010", "00091011"
 
 #: PS3.18 §8.3.4.4: the warning sent when a response holds fewer matches than exist.
 TRUNCATED_WARNING = (
@@ -30,29 +35,38 @@ class SearchResult:
     matches: list[JsonDataset]
     #: A ``Warning`` header value when results were cut short.
     warning: str | None
+    #: Whose data each match is: (Study Instance UID, PatientID, hospital code).
+    owners: list[tuple[str, str, str]]
 
 
 async def search(
     archive: Archive,
+    access: Scope,
     level: Level,
     params: Iterable[tuple[str, str]],
     root: str,
-    scope: dict[str, str] | None = None,
+    path_uids: dict[str, str] | None = None,
 ) -> SearchResult:
+    """Search within ``access`` (the caller's scope). ``path_uids`` are the UIDs the
+    resource path fixes (``/studies/{s}/series``)."""
     settings = archive.settings
     query = parse_query(
         level,
         params,
         default_limit=settings.qido_default_limit,
         max_limit=settings.qido_max_limit,
-        scope=scope,
+        scope=path_uids,
     )
     tags = _returned_tags(query)
     extra = sorted(t for t in query.include if t not in COLUMNS)
-    rows = await repository.search(archive.pool, query, tags, extra if extra else None)
+    rows = await repository.search(archive.pool, access, query, tags, extra if extra else None)
     more = len(rows) > query.limit
-    matches = [_dataset(query, row, tags, root) for row in rows[: query.limit]]
-    return SearchResult(matches, TRUNCATED_WARNING if more or query.limit_clamped else None)
+    rows = rows[: query.limit]
+    matches = [_dataset(query, row, tags, root) for row in rows]
+    owners = [
+        (m["0020000D"]["Value"][0], r["patient"], r["hospital"]) for m, r in zip(matches, rows, strict=True)
+    ]
+    return SearchResult(matches, TRUNCATED_WARNING if more or query.limit_clamped else None, owners)
 
 
 def _returned_tags(query: QidoQuery) -> list[str]:
@@ -86,6 +100,11 @@ def _dataset(query: QidoQuery, row: asyncpg.Record, tags: list[str], root: str) 
         dataset[tag] = element(vr_of(tag), value)
     # Everything the archive returns is stored and retrievable now (PS3.18 Table 10.6.3-3).
     dataset["00080056"] = element("CS", "ONLINE")
+    # The member hospital that owns the data, in the archive's private block (documented
+    # in the README's conformance notes): regional results mix hospitals.
+    dataset[OWNER_CREATOR_TAG] = element("LO", OWNER_CREATOR)
+    dataset[OWNER_CODE_TAG] = element("LO", row["hospital"])
+    dataset[OWNER_NAME_TAG] = element("LO", row["hospital_name"])
     dataset["00081190"] = element("UR", _retrieve_url(query.level, dataset, root))
     return dict(sorted(dataset.items()))
 

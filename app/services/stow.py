@@ -21,9 +21,12 @@ from app.dicom.indexing import index_record
 from app.dicom.media import MediaType, MediaTypes, parse_content_type
 from app.dicom.multipart import SpooledPart, as_single_part, spool_parts
 from app.dicom.status import FailureReason
-from app.errors import UnsupportedMediaType
+from app.errors import Forbidden, UnsupportedMediaType
 from app.repository import instances as repository
+from app.repository.audit import AuditEvent
 from app.repository.instances import ObjectFacts, Outcome, Pending
+from app.services import audit
+from app.services.audit import Trail, Transaction
 from app.state import Archive
 from app.storage.base import CHUNK_SIZE, new_key
 
@@ -54,8 +57,16 @@ class StowResponse:
 
 
 async def store(
-    archive: Archive, chunks: AsyncIterable[bytes], content_type: str | None, root: str, study: str | None
+    archive: Archive,
+    trail: Trail,
+    chunks: AsyncIterable[bytes],
+    content_type: str | None,
+    root: str,
+    study: str | None,
 ) -> StowResponse:
+    """Store the request's instances for the caller's hospital. Each stored instance is
+    audited in the transaction that makes it visible; the request's own event (refusals,
+    failures) is committed by the caller."""
     settings = archive.settings
     media = _check_content_type(content_type)
     if media.essence == MediaTypes.DICOM.value:
@@ -65,7 +76,7 @@ async def store(
         chunks, media, settings.spool_path, settings.max_part_size, settings.max_request_size, on_part=_parse
     )
     try:
-        results = [await _store_one(archive, part, parsed, study) for part, parsed in spooled]
+        results = [await _store_one(archive, trail, part, parsed, study) for part, parsed in spooled]
     finally:
         for part, _ in spooled:
             with contextlib.suppress(OSError):
@@ -103,7 +114,7 @@ async def _parse(part: SpooledPart) -> ParsedInstance | HeaderError:
 
 
 async def _store_one(
-    archive: Archive, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
+    archive: Archive, trail: Trail, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
 ) -> InstanceResult:
     if isinstance(parsed, HeaderError):
         log.info("STOW-RS part refused: %s", parsed)
@@ -116,24 +127,35 @@ async def _store_one(
         return _failed(result, FailureReason.DATA_SET_MISMATCH)
     facts = await asyncio.to_thread(_facts, part, parsed)
     record = index_record(parsed.dataset)
-    pending = await repository.begin(archive.pool, record, facts, archive.settings.pending_timeout)
+    hospital_pk = trail.scope.hospital_pk
+    if hospital_pk is None:
+        raise Forbidden("only a member hospital's staff may store instances")
+    pending = await repository.begin(
+        archive.pool, record, facts, archive.settings.pending_timeout, hospital_pk
+    )
     if pending.outcome is Outcome.IDENTICAL:
         return result  # storing the same bytes again is an idempotent success
     if pending.outcome is not Outcome.NEW:
         return _failed(result, _REFUSALS[pending.outcome])
-    if await _write_object(archive, part.path, pending, facts.object_key):
+    event = trail.child(Transaction.STOW)
+    event.outcome, event.instances, event.bytes = 200, 1, part.size
+    event.study_uids, event.series_uids = [parsed.study_instance_uid], [parsed.series_instance_uid]
+    event.instance_uids, event.patient_ids = [parsed.sop_instance_uid], [record.patient.patient_id]
+    event.owner_hospitals = [trail.event.hospital or ""]
+    if await _write_object(archive, part.path, pending, facts.object_key, event):
+        await audit.export(archive, [event])
         return result
     return _failed(result, FailureReason.PROCESSING_FAILURE)
 
 
-async def _write_object(archive: Archive, path: Path, pending: Pending, key: str) -> bool:
+async def _write_object(archive: Archive, path: Path, pending: Pending, key: str, event: AuditEvent) -> bool:
     """Phases two and three. Whatever interrupts them — an error, a lost client, a
     cancelled task — the object and the pending row are removed before it propagates."""
     written = stored = False
     try:
         await archive.store.put(key, read_file(path))
         written = True
-        stored = await repository.mark_stored(archive.pool, pending, key)
+        stored = await repository.mark_stored(archive.pool, pending, key, event)
     finally:
         if not stored:
             await asyncio.shield(_undo(archive, pending, key, written))

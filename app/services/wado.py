@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.dicom.frames import frame_ranges
@@ -12,7 +12,8 @@ from app.dicom.multipart import multipart_boundary, related_content_type, stream
 from app.dicom.negotiation import DicomChoice
 from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
-from app.repository.retrieve import StoredObject
+from app.repository.retrieve import StoredMetadata, StoredObject
+from app.services.audit import Trail
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, read_frame
 from app.state import Archive
@@ -20,13 +21,19 @@ from app.storage.base import BlobReader
 
 
 async def instances(
-    archive: Archive, choice: DicomChoice, study: str, series: str | None = None, instance: str | None = None
+    archive: Archive,
+    trail: Trail,
+    choice: DicomChoice,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
 ) -> Body:
     """The instances of a study, series or one instance, as ``multipart/related``. Every
     check happens before the first byte: a streamed response cannot change its status."""
-    objects = await retrieve.objects(archive.pool, study, series, instance)
+    objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
+    _touch(trail, objects, size=sum(o.size for o in objects))
     for obj in objects:
         if not choice.accepts(obj.transfer_syntax_uid):
             raise NotAcceptable(
@@ -62,13 +69,14 @@ async def _instance_parts(
 
 
 async def single_object(
-    archive: Archive, study: str, series: str, instance: str, transfer_syntax: str | None
+    archive: Archive, trail: Trail, study: str, series: str, instance: str, transfer_syntax: str | None
 ) -> Body:
     """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9)."""
-    objects = await retrieve.objects(archive.pool, study, series, instance)
+    objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
     (obj,) = objects
+    _touch(trail, objects, size=obj.size)
     if transfer_syntax is not None and transfer_syntax != obj.transfer_syntax_uid:
         raise NotAcceptable(
             f"instance {instance} is stored as {obj.transfer_syntax_uid}; "
@@ -87,6 +95,7 @@ class Metadata:
 
 async def metadata(
     archive: Archive,
+    trail: Trail,
     root: str,
     study: str,
     series: str | None = None,
@@ -97,15 +106,19 @@ async def metadata(
     (PS3.18 §10.4.1.1.2). Bulk values become BulkDataURIs under the instance's URL. The
     ETag derives from what is stored in scope and the root the URIs are built on, so a
     revalidation costs one aggregate query."""
-    version = await retrieve.version(archive.pool, study, series, instance)
+    version = await retrieve.version(archive.pool, trail.scope, study, series, instance)
     if version is None:
         raise NotFound(_missing(study, series, instance))
     etag = '"' + hashlib.sha256(f"{version}|{root}".encode()).hexdigest()[:32] + '"'
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        trail.touch(
+            studies=[study], series=[series] if series else [], instances=[instance] if instance else []
+        )
         return Metadata(etag, None)
-    rows = await retrieve.metadata(archive.pool, study, series, instance)
+    rows = await retrieve.metadata(archive.pool, trail.scope, study, series, instance)
     if not rows:
         raise NotFound(_missing(study, series, instance))
+    _touch(trail, rows)
     placeholder = f'"{BULK_PLACEHOLDER}'
     pieces = []
     for row in rows:
@@ -116,6 +129,7 @@ async def metadata(
 
 async def bulkdata(
     archive: Archive,
+    trail: Trail,
     study: str,
     series: str,
     instance: str,
@@ -125,9 +139,11 @@ async def bulkdata(
 ) -> Body:
     """One bulk value (PS3.18 §10.4.1.1.5). Pixel Data comes back frame by frame, each frame
     one part; other values as one part, or as a single body honouring a byte range."""
-    stored = await retrieve.bulk(archive.pool, study, series, instance)
+    stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(_missing(study, series, instance))
+    trail.touch(studies=[study], series=[series], instances=[instance], patients=[stored.patient_id],
+                owners=[stored.hospital], count=1)  # fmt: skip
     path = path.upper()
     if path == PIXEL_DATA_PATH and stored.pixel is not None:
         frames = frame_ranges(stored.pixel)
@@ -157,6 +173,18 @@ async def bulkdata(
     end = total - 1 if end is None or end >= total else end
     chunks = read_frame(archive.store, stored.object_key, _sub_range(frames[0], start, end))
     return Body("application/octet-stream", chunks, end - start + 1, f"bytes {start}-{end}/{total}")
+
+
+def _touch(trail: Trail, rows: Sequence[StoredObject | StoredMetadata], size: int = 0) -> None:
+    trail.touch(
+        studies=(r.study_instance_uid for r in rows),
+        series=(r.series_instance_uid for r in rows),
+        instances=(r.sop_instance_uid for r in rows),
+        patients=(r.patient_id for r in rows),
+        owners=(r.hospital for r in rows),
+        count=len(rows),
+        size=size,
+    )
 
 
 def _sub_range(frame: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:

@@ -11,12 +11,12 @@ import pytest
 
 from app.dicom.header import read_instance, to_dicom_json
 from app.dicom.indexing import index_record
-from app.repository import instances
+from app.repository import hospitals, instances
 from app.repository.instances import ObjectFacts, Outcome
 from app.services.stow import read_file
 from app.services.sweep import sweep_once
 from app.storage.base import new_key
-from tests.fixtures import ArchiveUnderTest
+from tests.fixtures import HOSPITAL, ArchiveUnderTest
 from tests.samples import make_sample, multipart_body
 from tests.services import S3Server, s3_client_for
 
@@ -81,7 +81,9 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
         bulk={},
         metadata=to_dicom_json(parsed),
     )
-    pending = await instances.begin(archive.pool, index_record(parsed.dataset), facts, stale_after=3600)
+    hospital = await hospitals.by_code(archive.pool, HOSPITAL)
+    assert hospital is not None
+    pending = await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
     assert pending.outcome is Outcome.NEW
     await archive.store.put(key, read_file(path))
 
@@ -108,6 +110,8 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
 @pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
 async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_path):
     archive = served.archive
+    hospital = await hospitals.by_code(archive.pool, HOSPITAL)
+    assert hospital is not None
     sample = make_sample("ct")
     path = tmp_path / "instance.dcm"
     path.write_bytes(sample.data)
@@ -128,7 +132,7 @@ async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_p
         metadata={},
     )
     assert (
-        await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600)
+        await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
     ).outcome is Outcome.NEW
     body, ctype = multipart_body([sample.data])
     busy = await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})

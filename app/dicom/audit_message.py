@@ -1,0 +1,92 @@
+"""DICOM audit messages (PS3.15 Annex A.5), in a JSON rendering of the XML schema's
+elements, for a hospital's ATNA audit record repository."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from app.repository.audit import AuditEvent
+
+# (EventID code, meaning, EventActionCode) per transaction: PS3.15 A.5.3 and its codes in
+# PS3.16 (DCM coding scheme).
+_EVENTS: dict[str, tuple[str, str, str]] = {
+    "STOW-RS": ("110104", "DICOM Instances Transferred", "C"),
+    "WADO-RS": ("110104", "DICOM Instances Transferred", "R"),
+    "WADO-URI": ("110104", "DICOM Instances Transferred", "R"),
+    "METADATA": ("110103", "DICOM Instances Accessed", "R"),
+    "QIDO-RS": ("110112", "Query", "E"),
+    "DELETE": ("110105", "DICOM Study Deleted", "D"),
+    "AUDIT-QUERY": ("110101", "Audit Log Used", "R"),
+}
+
+
+def _code(code: str, meaning: str, scheme: str = "DCM") -> dict[str, str]:
+    return {"csd-code": code, "codeSystemName": scheme, "originalText": meaning}
+
+
+def _outcome(status: int) -> int:
+    """EventOutcomeIndicator: 0 success, 4 minor failure (refused request), 8 serious."""
+    return 0 if status < 400 else 4 if status < 500 else 8
+
+
+def audit_message(event: AuditEvent, source_id: str) -> dict[str, Any]:
+    code, meaning, action = _EVENTS.get(event.transaction, ("110100", "Application Activity", "E"))
+    requestor: dict[str, Any] = {
+        "UserID": event.subject or "anonymous",
+        "UserIsRequestor": True,
+        "NetworkAccessPointID": event.client_address,
+        "NetworkAccessPointTypeCode": "2",  # an IP address
+        "RoleIDCode": [_code(role, role, "filmless-roles") for role in event.roles],
+    }
+    if event.hospital:
+        requestor["AlternativeUserID"] = event.hospital
+    if event.share_id:
+        requestor["AlternativeUserID"] = f"share:{event.share_id}"
+    objects: list[dict[str, Any]] = [
+        {
+            "ParticipantObjectTypeCode": "1",  # person
+            "ParticipantObjectTypeCodeRole": "1",  # patient
+            "ParticipantObjectIDTypeCode": _code("2", "Patient Number", "RFC-3881"),
+            "ParticipantObjectID": patient,
+        }
+        for patient in event.patient_ids
+    ]
+    objects += [
+        {
+            "ParticipantObjectTypeCode": "2",  # system object
+            "ParticipantObjectTypeCodeRole": "3",  # report
+            "ParticipantObjectIDTypeCode": _code("110180", "Study Instance UID"),
+            "ParticipantObjectID": study,
+        }
+        for study in event.study_uids
+    ]
+    if event.transaction == "QIDO-RS" and event.query:
+        objects.append(
+            {
+                "ParticipantObjectTypeCode": "2",
+                "ParticipantObjectTypeCodeRole": "3",
+                "ParticipantObjectIDTypeCode": _code("110181", "SOP Class UID"),
+                "ParticipantObjectID": "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R FIND
+                "ParticipantObjectQuery": base64.b64encode(event.query.encode()).decode(),
+            }
+        )
+    return {
+        "EventIdentification": {
+            "EventID": _code(code, meaning),
+            "EventActionCode": action,
+            "EventDateTime": event.at.isoformat() if event.at else None,
+            "EventOutcomeIndicator": _outcome(event.outcome),
+            "EventOutcomeDescription": event.detail,
+        },
+        "ActiveParticipant": [
+            requestor,
+            {
+                "UserID": source_id,
+                "UserIsRequestor": False,
+                "RoleIDCode": [_code("110153", "Source Role ID")],
+            },
+        ],
+        "AuditSourceIdentification": {"AuditSourceID": source_id},
+        "ParticipantObjectIdentification": objects,
+    }

@@ -1,0 +1,114 @@
+"""The audit trail's storage: append-only rows (a trigger refuses updates and deletes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import asyncpg
+
+from app.repository.database import Pool, connection
+
+_COLUMNS = (
+    "transaction outcome detail subject hospital roles share_id client_address user_agent method path "
+    "query study_uids series_uids instance_uids patient_ids owner_hospitals instances bytes"
+).split()
+
+INSERT = (
+    f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))}) RETURNING pk, at"
+)
+
+
+@dataclass
+class AuditEvent:
+    """One access to patient data (or an attempt): who, what, when, from where, outcome."""
+
+    transaction: str
+    method: str
+    path: str
+    outcome: int = 0
+    detail: str | None = None
+    subject: str | None = None
+    hospital: str | None = None
+    roles: list[str] = field(default_factory=list)
+    share_id: str | None = None
+    client_address: str | None = None
+    user_agent: str | None = None
+    query: str | None = None
+    study_uids: list[str] = field(default_factory=list)
+    series_uids: list[str] = field(default_factory=list)
+    instance_uids: list[str] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)
+    owner_hospitals: list[str] = field(default_factory=list)
+    instances: int = 0
+    bytes: int = 0
+    # Set when stored.
+    pk: int | None = None
+    at: dt.datetime | None = None
+
+    def values(self) -> list[Any]:
+        data = asdict(self)
+        return [data[c] for c in _COLUMNS]
+
+
+async def insert(conn: asyncpg.Connection, event: AuditEvent) -> AuditEvent:
+    """Record ``event`` on ``conn`` (inside the caller's transaction when it has one)."""
+    row = await conn.fetchrow(INSERT, *event.values())
+    event.pk, event.at = row["pk"], row["at"]
+    return event
+
+
+async def record(pool: Pool, event: AuditEvent) -> AuditEvent:
+    async with connection(pool) as conn:
+        return await insert(conn, event)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    #: Only events touching data of this hospital, or made by its users (an admin's view).
+    hospital: str | None = None
+    patient_id: str | None = None
+    study_uid: str | None = None
+    subject: str | None = None
+    share_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def _where(f: AuditFilter) -> tuple[str, list[Any]]:
+    clauses, values = [], []
+
+    def add(sql: str, value: Any) -> None:
+        # Every "?" in one clause stands for the same value.
+        values.append(value)
+        clauses.append(sql.replace("?", f"${len(values)}"))
+
+    if f.hospital is not None:
+        add("(hospital = ? OR ? = ANY(owner_hospitals))", f.hospital)
+    if f.patient_id is not None:
+        add("? = ANY(patient_ids)", f.patient_id)
+    if f.study_uid is not None:
+        add("? = ANY(study_uids)", f.study_uid)
+    if f.subject is not None:
+        add("subject = ?", f.subject)
+    if f.share_id is not None:
+        add("share_id = ?", f.share_id)
+    if f.since is not None:
+        add("at >= ?", f.since)
+    if f.until is not None:
+        add("at < ?", f.until)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+async def search(pool: Pool, f: AuditFilter, limit: int, offset: int) -> list[AuditEvent]:
+    where, values = _where(f)
+    names = [x.name for x in fields(AuditEvent)]
+    sql = (
+        f"SELECT {', '.join(names)} FROM audit_events{where} "
+        f"ORDER BY pk DESC LIMIT ${len(values) + 1} OFFSET ${len(values) + 2}"
+    )
+    async with connection(pool) as conn:
+        rows = await conn.fetch(sql, *values, limit, offset)
+    return [AuditEvent(**dict(r)) for r in rows]

@@ -1,0 +1,40 @@
+"""Member hospitals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from app.repository.database import Pool, connection
+
+INSERT = """
+INSERT INTO hospitals (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING
+RETURNING pk, code, name, created_at"""
+SELECT_BY_CODE = "SELECT pk, code, name, created_at FROM hospitals WHERE code = $1"
+SELECT_ALL = "SELECT pk, code, name, created_at FROM hospitals ORDER BY code"
+
+
+@dataclass(frozen=True)
+class Hospital:
+    pk: int
+    code: str
+    name: str
+    created_at: dt.datetime
+
+
+async def add(pool: Pool, code: str, name: str) -> Hospital | None:
+    """The new hospital, or None when the code is taken."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(INSERT, code, name)
+    return Hospital(**dict(row)) if row else None
+
+
+async def by_code(pool: Pool, code: str) -> Hospital | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_BY_CODE, code)
+    return Hospital(**dict(row)) if row else None
+
+
+async def every(pool: Pool) -> list[Hospital]:
+    async with connection(pool) as conn:
+        return [Hospital(**dict(r)) for r in await conn.fetch(SELECT_ALL)]

@@ -1,0 +1,1 @@
+"""Authentication: bearer JWT verification, key sources, and the local token issuer."""

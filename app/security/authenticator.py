@@ -1,0 +1,89 @@
+"""From a bearer token to a :class:`~app.access.Principal`: verify the JWT against the
+configured keys, map its claims to roles, and resolve the caller's member hospital."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app.access import Principal, Role
+from app.errors import Forbidden, Unauthorized
+from app.repository import hospitals
+from app.repository.database import Pool
+from app.security import jwt
+from app.security.keys import LOCAL_ALGORITHM, LOCAL_KID, KeySource, LocalIssuer
+from app.settings import Settings
+
+#: Seconds a hospital code -> key lookup is remembered (hospitals are added, not changed).
+_HOSPITAL_TTL = 60.0
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, keys: KeySource, pool: Pool) -> None:
+        self.settings, self.keys, self.pool = settings, keys, pool
+        self._role_names = {
+            settings.role_reader: Role.READER,
+            settings.role_uploader: Role.UPLOADER,
+            settings.role_sharer: Role.SHARER,
+            settings.role_admin: Role.ADMIN,
+            settings.role_regional: Role.REGIONAL,
+        }
+        self._hospitals: dict[str, tuple[int, float]] = {}
+
+    async def principal(self, token: str) -> Principal:
+        claims = await self.claims(token)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise Unauthorized("the token has no subject")
+        code = claims.get(self.settings.auth_hospital_claim)
+        if not isinstance(code, str) or not code:
+            raise Forbidden("the token names no member hospital")
+        return Principal(subject, code, await self._hospital_pk(code), self._roles(claims))
+
+    async def claims(self, token: str) -> dict[str, Any]:
+        s = self.settings
+        try:
+            key = await self.keys.key(jwt.header(token).get("kid"))
+            if key is None:
+                raise jwt.TokenError("the token is signed with an unknown key")
+            return jwt.verify(
+                token, key, algorithms=s.auth_algorithms, issuer=s.auth_issuer, audience=s.auth_audience,
+                leeway=s.auth_leeway,
+            )  # fmt: skip
+        except jwt.TokenError as exc:
+            raise Unauthorized(str(exc)) from None
+
+    def _roles(self, claims: dict[str, Any]) -> frozenset[Role]:
+        raw = claims.get(self.settings.auth_roles_claim, [])
+        names = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        return frozenset(self._role_names[n] for n in names if isinstance(n, str) and n in self._role_names)
+
+    async def _hospital_pk(self, code: str) -> int:
+        cached = self._hospitals.get(code)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        found = await hospitals.by_code(self.pool, code)
+        if found is None:
+            raise Forbidden(f"hospital {code!r} is not a member of this archive")
+        self._hospitals[code] = (found.pk, time.monotonic() + _HOSPITAL_TTL)
+        return found.pk
+
+
+def issue_local_token(
+    settings: Settings, subject: str, hospital: str, roles: list[str], lifetime: int, **claims: Any
+) -> str:
+    """A token signed with the archive's local key (``filmless token``)."""
+    issuer = LocalIssuer(settings.local_key_path)
+    now = int(time.time())
+    body = {
+        "iss": settings.auth_issuer,
+        "aud": settings.auth_audience,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        settings.auth_roles_claim: roles,
+        settings.auth_hospital_claim: hospital,
+        **claims,
+    }
+    return jwt.sign(body, issuer.private_pem, LOCAL_ALGORITHM, LOCAL_KID)

@@ -1,0 +1,64 @@
+"""Administration: member hospitals and the audit trail, for admins."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import asdict
+
+import asyncpg
+
+from app.errors import BadRequest, Conflict
+from app.repository import audit as audit_repository
+from app.repository import hospitals
+from app.repository.audit import AuditEvent, AuditFilter
+from app.state import Archive
+
+
+async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hospital:
+    try:
+        added = await hospitals.add(archive.pool, code, name)
+    except asyncpg.CheckViolationError:
+        raise BadRequest(f"hospital code {code!r}: letters, digits, '.', '_' and '-', at most 64") from None
+    if added is None:
+        raise Conflict(f"hospital {code!r} exists already")
+    return added
+
+
+async def hospitals_list(archive: Archive) -> list[hospitals.Hospital]:
+    return await hospitals.every(archive.pool)
+
+
+async def audit_events(
+    archive: Archive, hospital: str | None, f: AuditFilter, limit: int, offset: int
+) -> list[AuditEvent]:
+    """Events touching ``hospital``'s data or made by its users (an admin sees their own
+    hospital's trail, never another's)."""
+    scoped = AuditFilter(
+        hospital=hospital, patient_id=f.patient_id, study_uid=f.study_uid, subject=f.subject,
+        share_id=f.share_id, since=f.since, until=f.until,
+    )  # fmt: skip
+    return await audit_repository.search(archive.pool, scoped, limit, offset)
+
+
+_CSV_FIELDS = [
+    "pk", "at", "transaction", "outcome", "detail", "subject", "hospital", "roles", "share_id",
+    "client_address", "user_agent", "method", "path", "query", "study_uids", "series_uids",
+    "instance_uids", "patient_ids", "owner_hospitals", "instances", "bytes",
+]  # fmt: skip
+
+
+def as_csv(events: list[AuditEvent]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for event in events:
+        row = asdict(event)
+        for name, value in row.items():
+            if isinstance(value, list):
+                row[name] = " ".join(value)
+            elif isinstance(value, dt.datetime):
+                row[name] = value.isoformat()
+        writer.writerow(row)
+    return out.getvalue()

@@ -1,0 +1,146 @@
+"""The audit trail of every access to patient data (who, what, when, from where, outcome).
+
+A :class:`Trail` starts with each request, before authentication, so refused attempts are
+recorded too; the route fills in what was touched and commits it before answering, and
+the error handler commits it for requests that fail. Writes of STOW-RS and DELETE record
+their events inside the transaction that makes the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from enum import Enum
+
+from fastapi import Request
+
+from app.access import Principal
+from app.dicom.audit_message import audit_message
+from app.repository import audit as repository
+from app.repository.audit import AuditEvent
+from app.scope import Scope
+from app.state import Archive
+
+log = logging.getLogger(__name__)
+
+
+class Transaction(Enum):
+    STOW = "STOW-RS"
+    QIDO = "QIDO-RS"
+    WADO = "WADO-RS"
+    METADATA = "METADATA"
+    WADO_URI = "WADO-URI"
+    DELETE = "DELETE"
+    AUDIT_QUERY = "AUDIT-QUERY"
+    ADMIN = "ADMIN"
+
+
+class Trail:
+    """The audit record of one request, filled in as it is served."""
+
+    def __init__(self, request: Request, transaction: Transaction) -> None:
+        self.event = AuditEvent(
+            transaction=transaction.value,
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query or None,
+            client_address=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        )
+        self.recorded = False
+        #: What the caller may see; set once they are authenticated.
+        self.scope = Scope(hospital_pk=None)
+
+    def identify(self, principal: Principal) -> None:
+        self.event.subject = principal.subject
+        self.event.hospital = principal.hospital
+        self.event.roles = sorted(r.value for r in principal.roles)
+        self.event.share_id = principal.share_id
+        self.scope = principal.scope
+
+    def touch(
+        self,
+        *,
+        studies: Iterable[str] = (),
+        series: Iterable[str] = (),
+        instances: Iterable[str] = (),
+        patients: Iterable[str] = (),
+        owners: Iterable[str] = (),
+        count: int = 0,
+        size: int = 0,
+    ) -> None:
+        e = self.event
+        e.study_uids = _merged(e.study_uids, studies)
+        e.series_uids = _merged(e.series_uids, series)
+        e.instance_uids = _merged(e.instance_uids, instances)
+        e.patient_ids = _merged(e.patient_ids, patients)
+        e.owner_hospitals = _merged(e.owner_hospitals, owners)
+        e.instances += count
+        e.bytes += size
+
+    def child(self, transaction: Transaction) -> AuditEvent:
+        """A separate event of this request's caller (one per stored instance)."""
+        e = self.event
+        return AuditEvent(
+            transaction=transaction.value,
+            method=e.method,
+            path=e.path,
+            subject=e.subject,
+            hospital=e.hospital,
+            roles=list(e.roles),
+            share_id=e.share_id,
+            client_address=e.client_address,
+            user_agent=e.user_agent,
+        )
+
+
+def _merged(have: list[str], more: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys([*have, *(m for m in more if m)]))
+
+
+def start(request: Request, transaction: Transaction) -> Trail:
+    trail = Trail(request, transaction)
+    request.state.audit = trail
+    return trail
+
+
+async def commit(archive: Archive, trail: Trail, status: int, detail: str | None = None) -> None:
+    """Record the request's event (once)."""
+    if trail.recorded:
+        return
+    trail.recorded = True
+    trail.event.outcome, trail.event.detail = status, detail
+    await repository.record(archive.pool, trail.event)
+    await export(archive, [trail.event])
+
+
+def stored_in_transaction(trail: Trail) -> None:
+    """The request's changes were audited where they were made; nothing more to record."""
+    trail.recorded = True
+
+
+_sink_lock = asyncio.Lock()
+
+
+async def export(archive: Archive, events: list[AuditEvent]) -> None:
+    """Append DICOM audit messages for ``events`` to the configured sink (JSON lines)."""
+    sink = archive.settings.audit_sink
+    if sink is None or not events:
+        return
+    lines = "".join(
+        json.dumps(audit_message(e, archive.settings.audit_source_id), separators=(",", ":")) + "\n"
+        for e in events
+    )
+    try:
+        async with _sink_lock:
+            await asyncio.to_thread(_append, sink, lines)
+    except OSError as exc:
+        # The database holds the trail; the sink is a copy for the ATNA repository.
+        log.warning("cannot write to the audit sink: %s", exc)
+
+
+def _append(path: object, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as file:  # type: ignore[call-overload]
+        file.write(text)
