@@ -7,9 +7,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pydicom.config
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.embedded import start_embedded_postgres
@@ -17,7 +19,7 @@ from app.errors import FilmlessError
 from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
-from app.routers import admin, delete, health, qido, stow, wado, wado_uri
+from app.routers import admin, delete, health, qido, rendered, stow, wado, wado_uri
 from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.services.sweep import sweep_forever
@@ -62,7 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, stow, qido, wado, wado_uri, delete, admin):
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            # Viewers send Accept (with multipart/related parameters) and a bearer token.
+            allow_headers=["Accept", "Authorization", "Content-Type", "If-None-Match", "Range"],
+            # What viewers read from responses (PS3.18 §8.10 for Warning).
+            expose_headers=["Content-Type", "Content-Length", "Content-Range", "ETag", "Warning", "Location"],
+            max_age=settings.cors_max_age,
+        )
+    for module in (health, stow, qido, wado, rendered, wado_uri, delete, admin):
         app.include_router(module.router)
     return app
 
@@ -81,7 +94,9 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         async with pool.acquire() as conn:
             await migrate(conn)
     store = await open_store(settings, stack)
-    return Archive(settings=settings, pool=pool, store=store)
+    renderer = ThreadPoolExecutor(max_workers=settings.render_workers, thread_name_prefix="render")
+    stack.callback(renderer.shutdown, wait=False, cancel_futures=True)
+    return Archive(settings=settings, pool=pool, store=store, renderer=renderer)
 
 
 async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack) -> Authenticator:

@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     #: Audit Source ID in exported messages (PS3.15 A.5.2).
     audit_source_id: str = "filmless"
 
+    # --- Browsers on other origins (web viewers) ----------------------------------------
+    #: Origins allowed to call the archive from a browser (CORS), e.g.
+    #: ["https://viewer.example.org"]. Empty: none. "*" only when listed explicitly.
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Seconds a browser may cache a CORS preflight answer.
+    cors_max_age: int = 600
+
+    #: Threads decoding and rendering images (rendered, thumbnails, transcoding).
+    render_workers: int = Field(default=2, ge=1)
+
     #: Default and maximum number of QIDO-RS results per request.
     qido_default_limit: int = 100
     qido_max_limit: int = 1000

@@ -3,6 +3,7 @@ dependencies in :mod:`app.deps`."""
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from app.repository.database import Pool
@@ -15,3 +16,6 @@ class Archive:
     settings: Settings
     pool: Pool
     store: BlobStore
+    #: Where pixel decoding and rendering run: off the event loop, and bounded, so a
+    #: 4096x4096 image cannot hold up other requests.
+    renderer: Executor

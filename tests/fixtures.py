@@ -28,7 +28,7 @@ from app.state import Archive
 from tests.services import S3Server, settings_for
 
 # The audit trail is append-only (a trigger refuses TRUNCATE): tests filter it instead.
-TABLES = "instances, series, studies, patients, hospitals, object_garbage"
+TABLES = "derived_objects, instances, series, studies, patients, hospitals, object_garbage"
 #: The hospital the default test client belongs to, and another member.
 HOSPITAL, OTHER_HOSPITAL = "TEST", "OTHER"
 ALL_ROLES = ["reader", "uploader", "sharer", "admin"]

@@ -51,15 +51,20 @@ class FrameChoice:
     media_type: str
     #: The transfer syntax each frame is sent in.
     transfer_syntax: str
+    #: True when compressed frames must be decoded to be sent (as Explicit VR Little Endian).
+    decode: bool = False
 
 
 def negotiate_frames(accept: str | None, stored: str, encapsulated: bool) -> FrameChoice:
     """How to send the frames of an instance stored in ``stored`` (PS3.18 §8.7.3.3.2).
 
-    Frames go as stored: native frames as ``application/octet-stream`` in Explicit VR
-    Little Endian (whatever native syntax holds them), compressed frames as
-    ``application/octet-stream`` or their image media type when the client takes the
-    stored syntax (``transfer-syntax=*`` or that UID). Anything else needs transcoding."""
+    Frames go as stored when the client takes that: native frames as
+    ``application/octet-stream`` in Explicit VR Little Endian (whatever native syntax holds
+    them), compressed frames as ``application/octet-stream`` or their image media type
+    when the client takes the stored syntax (``transfer-syntax=*`` or that UID). Compressed
+    frames are decoded to Explicit VR Little Endian for a client that asks for that, or for
+    ``application/octet-stream`` without naming a syntax (its default). Nothing else can
+    be produced (406)."""
     offers = [multipart_related(MediaTypes.OCTET_STREAM.value)]
     image_type = FRAME_MEDIA_TYPES.get(stored) if encapsulated else None
     if image_type:
@@ -70,7 +75,33 @@ def negotiate_frames(accept: str | None, stored: str, encapsulated: bool) -> Fra
     for syntax in chosen.transfer_syntaxes(default=DEFAULT_FOR_MEDIA_TYPE[root]):
         if syntax in ("*", available):
             return FrameChoice(root, available)
+        if syntax == EXPLICIT_VR_LITTLE_ENDIAN and root == MediaTypes.OCTET_STREAM.value:
+            return FrameChoice(root, EXPLICIT_VR_LITTLE_ENDIAN, decode=True)
     raise NotAcceptable(
         f"the frames are stored as {stored}; the archive cannot convert them to "
         f"{', '.join(chosen.transfer_syntaxes(default=DEFAULT_FOR_MEDIA_TYPE[root]))}"
     )
+
+
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
+
+
+@dataclass(frozen=True)
+class RenderedChoice:
+    #: The image media type each rendered image is encoded as.
+    media_type: str
+    #: True when the images go in a ``multipart/related`` body.
+    multipart: bool
+
+
+def negotiate_rendered(accept: str | None, several: bool) -> RenderedChoice:
+    """The media type of rendered images and thumbnails (PS3.18 §8.7.4, Table 8.7.4-1):
+    JPEG by default, PNG or GIF on request. A resource of ``several`` images (a multi-frame
+    instance, a frame list) is sent as ``multipart/related``; a single image as the bare
+    image unless only ``multipart/related`` is acceptable."""
+    single = [MediaType("image", t.removeprefix("image/")) for t in _IMAGE_TYPES]
+    multi = [multipart_related(t) for t in _IMAGE_TYPES]
+    chosen = negotiate(parse_accept(accept), multi + single if several else single + multi)
+    if chosen.offer.type == "multipart":
+        return RenderedChoice(chosen.offer.params["type"], True)
+    return RenderedChoice(chosen.offer.essence, several)

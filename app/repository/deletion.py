@@ -19,6 +19,13 @@ SELECT_STUDY = "SELECT pk, patient_pk FROM studies WHERE study_instance_uid = $1
 SELECT_PATIENT_ID = "SELECT patient_id FROM patients WHERE pk = $1"
 LOCK_PATIENT = "SELECT pk FROM patients WHERE pk = $1 FOR UPDATE"
 LOCK_STUDY = "SELECT pk FROM studies WHERE pk = $1 FOR UPDATE"
+# Cached derivatives (thumbnails) of the instances in scope: their objects go as well.
+DELETE_DERIVED = """
+DELETE FROM derived_objects d USING instances i, series se
+WHERE d.instance_pk = i.pk AND i.series_pk = se.pk AND se.study_pk = $1
+  AND ($2::text IS NULL OR se.series_instance_uid = $2)
+  AND ($3::text IS NULL OR i.sop_instance_uid = $3)
+RETURNING d.object_key"""
 # Pending rows in scope go too: their writers find their row gone and remove their object.
 DELETE_INSTANCES = """
 DELETE FROM instances i USING series se
@@ -87,6 +94,7 @@ async def _delete(
         raise _NothingStored
     await conn.execute(LOCK_PATIENT, found["patient_pk"])
     await conn.execute(LOCK_STUDY, found["pk"])
+    derived = [r["object_key"] for r in await conn.fetch(DELETE_DERIVED, found["pk"], series, instance)]
     rows = await conn.fetch(DELETE_INSTANCES, found["pk"], series, instance)
     stored = [r for r in rows if r["status"] == 1]
     if not stored:
@@ -100,7 +108,7 @@ async def _delete(
     await conn.execute(RECOUNT_STUDY, found["pk"])
     await conn.execute(DELETE_EMPTY_STUDY, found["pk"])
     await conn.execute(DELETE_EMPTY_PATIENT, found["patient_pk"])
-    keys = [r["object_key"] for r in rows]
+    keys = [r["object_key"] for r in rows] + derived
     await conn.execute(QUEUE_GARBAGE, keys)
     return len(stored), keys
 

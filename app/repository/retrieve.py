@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from app.dicom.frames import PixelInfo
 from app.repository.database import Pool, connection
 from app.scope import Scope
@@ -37,11 +39,44 @@ SELECT_METADATA = (
     "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, "
     f"i.metadata::text AS metadata, {_OWNER} " + _ORDERED
 )
+_BULK_COLUMNS = """i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset,
+       i.pixel_length, i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table,
+       i.frame_starts, i.number_of_frames, i.rows, i.columns, i.samples_per_pixel, i.bits_allocated"""
 SELECT_BULK = f"""
-SELECT i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset, i.pixel_length,
-       i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table, i.frame_starts,
-       i.number_of_frames, i.rows, i.columns, i.samples_per_pixel, i.bits_allocated, {_OWNER}
+SELECT {_BULK_COLUMNS}, {_OWNER}
 {_IN_SCOPE}"""
+
+
+SELECT_RENDERING = f"""
+SELECT i.pk, i.metadata::text AS metadata, {_BULK_COLUMNS}, {_OWNER}
+{_IN_SCOPE}"""
+# The representative instance of a study or series (PS3.18 §10.4.1.1.3 leaves the choice to
+# the server): the first series by number, its middle instance by number.
+SELECT_REPRESENTATIVE = """
+WITH chosen AS (
+    SELECT se.pk FROM series se JOIN studies st ON st.pk = se.study_pk
+    WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR se.series_instance_uid = $2)
+      AND ($3::bigint IS NULL OR st.hospital_pk = $3)
+      AND ($4::text[] IS NULL OR st.study_instance_uid = ANY($4::text[]))
+      AND se.num_instances > 0
+    ORDER BY se.series_number NULLS LAST, se.pk LIMIT 1
+)
+SELECT se.series_instance_uid, i.sop_instance_uid
+FROM instances i JOIN chosen c ON c.pk = i.series_pk JOIN series se ON se.pk = c.pk
+WHERE i.status = 1
+ORDER BY i.instance_number NULLS LAST, i.pk
+OFFSET (SELECT (count(*) - 1) / 2 FROM instances WHERE series_pk = (SELECT pk FROM chosen) AND status = 1)
+LIMIT 1"""
+# The instances of a study or series, in order, for rendering each of them.
+SELECT_INSTANCE_UIDS = (
+    "SELECT se.series_instance_uid, i.sop_instance_uid "
+    + _IN_SCOPE
+    + " ORDER BY se.pk, i.instance_number, i.pk"
+)
+SELECT_DERIVED = "SELECT object_key, media_type FROM derived_objects WHERE instance_pk = $1 AND variant = $2"
+INSERT_DERIVED = """
+INSERT INTO derived_objects (instance_pk, variant, object_key, media_type, size) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING"""
 
 
 @dataclass(frozen=True)
@@ -115,8 +150,57 @@ async def metadata(
 async def bulk(pool: Pool, scope: Scope, study: str, series: str, instance: str) -> StoredBulk | None:
     async with connection(pool) as conn:
         row = await conn.fetchrow(SELECT_BULK, *_args(scope, study, series, instance))
-    if row is None:
-        return None
+    return None if row is None else _stored_bulk(row)
+
+
+@dataclass(frozen=True)
+class Renderable:
+    pk: int
+    stored: StoredBulk
+    metadata: str  # DICOM JSON text with bulk placeholders
+
+
+async def renderable(pool: Pool, scope: Scope, study: str, series: str, instance: str) -> Renderable | None:
+    """What rendering one instance needs: its pixel layout, object and metadata."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_RENDERING, *_args(scope, study, series, instance))
+    return None if row is None else Renderable(row["pk"], _stored_bulk(row), row["metadata"])
+
+
+async def representative(pool: Pool, scope: Scope, study: str, series: str | None) -> tuple[str, str] | None:
+    """``(series, instance)`` UIDs of the instance that stands for a study or series."""
+    hospital, studies = scope.filters(cross_hospital=True)
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_REPRESENTATIVE, study, series, hospital, studies)
+    return None if row is None else (row["series_instance_uid"], row["sop_instance_uid"])
+
+
+async def instance_uids(pool: Pool, scope: Scope, study: str, series: str | None) -> list[tuple[str, str]]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_INSTANCE_UIDS, *_args(scope, study, series, None))
+    return [(r["series_instance_uid"], r["sop_instance_uid"]) for r in rows]
+
+
+async def derived(pool: Pool, instance_pk: int, variant: str) -> tuple[str, str] | None:
+    """``(object key, media type)`` of a cached derivative of an instance."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_DERIVED, instance_pk, variant)
+    return None if row is None else (row["object_key"], row["media_type"])
+
+
+async def remember_derived(
+    pool: Pool, instance_pk: int, variant: str, object_key: str, media_type: str, size: int
+) -> bool:
+    """Record a derivative; False when the instance is gone or another request was first."""
+    async with connection(pool) as conn:
+        try:
+            status = await conn.execute(INSERT_DERIVED, instance_pk, variant, object_key, media_type, size)
+        except asyncpg.ForeignKeyViolationError:
+            return False
+    return bool(status.endswith(" 1"))
+
+
+def _stored_bulk(row: asyncpg.Record) -> StoredBulk:
     pixel = None
     if row["pixel_offset"] is not None:
         pixel = PixelInfo(

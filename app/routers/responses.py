@@ -11,6 +11,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.services.reading import Body
 
+#: Cache-Control of instance, frame and rendered responses: what is stored under a UID never
+#: changes (a different object under it is refused), so viewers may keep it; "private":
+#: it is patient data, for no shared cache.
+IMMUTABLE = "private, max-age=31536000, immutable"
+
 #: Below this, compressing costs more than it saves.
 _GZIP_MIN = 1024
 #: Above this, compression runs off the event loop.

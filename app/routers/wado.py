@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from app.deps import ArchiveDep, Caller, MetadataReader, Retriever, RootDep
 from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
-from app.routers.responses import json_response, stream
+from app.routers.responses import IMMUTABLE, json_response, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import audit, frames, wado
 from app.services.reading import Body
@@ -195,7 +195,11 @@ async def retrieve_bulkdata(
 async def _sent(archive: ArchiveDep, caller: Caller, body: Body) -> StreamingResponse:
     """The access is recorded before the first byte leaves."""
     await audit.commit(archive, caller.trail, 206 if body.content_range else 200)
-    return stream(body)
+    response = stream(body)
+    # What is stored under a UID never changes (a different object under it is refused),
+    # so viewers may keep it; "private": it is patient data, for no shared cache.
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
 
 
 def _parse_range(value: str | None) -> tuple[int, int | None] | None:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from app.deps import ArchiveDep, UriRetriever
+from app.dicom.rendering import parse_uri_params
 from app.errors import BadRequest, NotAcceptable
 from app.routers.responses import stream
-from app.services import audit, wado
+from app.services import audit, rendered, wado
 
 router = APIRouter(tags=["WADO-URI"])
 
@@ -31,7 +32,10 @@ def _uid(request: Request, name: str) -> str:
     "/wado",
     summary="Retrieve one object (WADO-URI)",
     responses={
-        200: {"content": {"application/dicom": {}}, "description": "The object as stored"},
+        200: {
+            "content": {"application/dicom": {}, "image/jpeg": {}, "image/png": {}, "image/gif": {}},
+            "description": "The object as stored (or converted), or its image rendered",
+        },
         400: {"description": "A missing or wrong requestType, or a missing or invalid UID"},
         404: {"description": "No such object"},
         406: {"description": "A content type or transfer syntax the archive cannot produce"},
@@ -47,16 +51,41 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
         _uid(request, "seriesUID"),
         _uid(request, "objectUID"),
     )
-    # PS3.18 §9.1.2.2.1: a list of types in preference order; application/dicom is what
-    # the archive can send until rendered images are available.
-    wanted = [t.split(";")[0].strip() for t in params.get("contentType", "application/dicom").split(",")]
-    if not any(t in ("application/dicom", "*/*", "application/*") for t in wanted):
-        raise NotAcceptable(f"contentType {params['contentType']!r}: this archive sends application/dicom")
     if params.get("anonymize") == "yes":
         raise NotAcceptable("anonymize=yes is not supported")
     syntax = params.get("transferSyntax")
     if syntax is not None and not _UID.match(syntax):
         raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
+    content_type = _content_type(params.get("contentType"))
+    if content_type != "application/dicom":
+        options = parse_uri_params(params.multi_items())
+        image = await rendered.uri_image(
+            archive, caller.trail, study, series, instance, content_type, options
+        )
+        if image is not None:
+            await audit.commit(archive, caller.trail, 200)
+            return stream(image)
+        if params.get("contentType"):
+            raise NotAcceptable(f"instance {instance} has no image to render as {content_type}")
     body = await wado.single_object(archive, caller.trail, study, series, instance, syntax)
     await audit.commit(archive, caller.trail, 200)
     return stream(body)
+
+
+_TYPES = ("application/dicom", "image/jpeg", "image/png", "image/gif")
+
+
+def _content_type(value: str | None) -> str:
+    """PS3.18 §9.1.2.2.1: a list of types in preference order; without one, image/jpeg
+    for objects with pixel data (and application/dicom for the others)."""
+    if value is None:
+        return "image/jpeg"
+    for item in value.split(","):
+        wanted = item.split(";")[0].strip().lower()
+        if wanted in _TYPES:
+            return wanted
+        if wanted in ("*/*", "image/*"):
+            return "image/jpeg"
+        if wanted == "application/*":
+            return "application/dicom"
+    raise NotAcceptable(f"contentType {value!r}: this archive sends {', '.join(_TYPES)}")

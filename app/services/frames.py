@@ -3,11 +3,14 @@ each read with one ranged read at offsets the index computed at ingest."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 
 from app.dicom.frames import Frame, frame_ranges
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import negotiate_frames
+from app.dicom.pixels import PixelDescription, native_frame_bytes
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
 from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
@@ -62,9 +65,40 @@ async def frames(
         if number > len(ranges):
             raise NotFound(f"instance {instance} has {len(ranges)} frame(s); there is no frame {number}")
     selected = [ranges[n - 1] for n in numbers]
-    return frame_parts(
-        archive, stored, selected, f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
-    )
+    part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
+    if choice.decode:
+        return await decoded_frame_parts(archive, trail, study, series, instance, selected, part_type)
+    return frame_parts(archive, stored, selected, part_type)
+
+
+async def decoded_frame_parts(
+    archive: Archive,
+    trail: Trail,
+    study: str,
+    series: str,
+    instance: str,
+    selected: list[Frame],
+    part_type: str,
+) -> Body:
+    """Compressed frames decoded to native Explicit VR Little Endian (transcoding, in the
+    renderer pool), one part per frame."""
+    item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
+    if item is None:
+        raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    description = PixelDescription.from_json(json.loads(item.metadata), item.stored.transfer_syntax_uid)
+    loop = asyncio.get_running_loop()
+
+    async def decoded(frame: Frame) -> AsyncIterator[bytes]:
+        data = b"".join([c async for c in read_frame(archive.store, item.stored.object_key, frame)])
+        native = await loop.run_in_executor(archive.renderer, native_frame_bytes, data, description)
+        yield native.data
+
+    async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+        for frame in selected:
+            yield {"Content-Type": part_type}, decoded(frame)
+
+    boundary = multipart_boundary()
+    return Body(related_content_type(boundary, part_type.split(";")[0]), stream_multipart(parts(), boundary))
 
 
 def frame_parts(archive: Archive, stored: StoredBulk, selected: list[Frame], part_type: str) -> Body:

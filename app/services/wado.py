@@ -10,12 +10,14 @@ from app.dicom.frames import frame_ranges
 from app.dicom.header import BULK_PLACEHOLDER, PIXEL_DATA_PATH
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import DicomChoice
+from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
-from app.repository.retrieve import StoredMetadata, StoredObject
+from app.repository.retrieve import Renderable, StoredMetadata, StoredObject
 from app.services.audit import Trail
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, read_frame
+from app.services.transcode import can_transcode, transcoded
 from app.state import Archive
 from app.storage.base import BlobReader
 
@@ -34,24 +36,48 @@ async def instances(
     if not objects:
         raise NotFound(_missing(study, series, instance))
     _touch(trail, objects, size=sum(o.size for o in objects))
-    for obj in objects:
-        if not choice.accepts(obj.transfer_syntax_uid):
-            raise NotAcceptable(
-                f"instance {obj.sop_instance_uid} is stored as {obj.transfer_syntax_uid}; "
-                f"the archive cannot convert it to {', '.join(choice.transfer_syntaxes)}"
-            )
-    # The first object is opened now: if it was deleted since the lookup, this is a 404.
-    first = await archive.store.open(objects[0].object_key)
+    plan = [(obj, await _conversion(archive, trail, choice, obj)) for obj in objects]
+    # The first stored object is opened now: if it was deleted since the lookup, this is a 404.
+    first = await archive.store.open(objects[0].object_key) if plan[0][1] is None else None
     boundary = multipart_boundary()
-    body = stream_multipart(_instance_parts(archive, objects, first), boundary)
+    body = stream_multipart(_instance_parts(archive, plan, first), boundary)
     return Body(related_content_type(boundary, "application/dicom"), body)
 
 
+async def _conversion(
+    archive: Archive, trail: Trail, choice: DicomChoice, obj: StoredObject
+) -> Renderable | None:
+    """None when ``obj`` goes as stored, or what transcoding it to Explicit VR Little Endian
+    needs, following the client's preference order; 406 when neither is acceptable."""
+    for syntax in choice.transfer_syntaxes:
+        if syntax in ("*", obj.transfer_syntax_uid):
+            return None
+        if syntax == EXPLICIT_VR_LITTLE_ENDIAN:
+            item = await retrieve.renderable(
+                archive.pool,
+                trail.scope,
+                obj.study_instance_uid,
+                obj.series_instance_uid,
+                obj.sop_instance_uid,
+            )
+            if item is not None and can_transcode(item):
+                return item
+    raise NotAcceptable(
+        f"instance {obj.sop_instance_uid} is stored as {obj.transfer_syntax_uid}; "
+        f"the archive cannot convert it to {', '.join(choice.transfer_syntaxes)}"
+    )
+
+
 async def _instance_parts(
-    archive: Archive, objects: list[StoredObject], first: BlobReader
+    archive: Archive, plan: list[tuple[StoredObject, Renderable | None]], first: BlobReader | None
 ) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-    for index, obj in enumerate(objects):
-        if index == 0:
+    for index, (obj, conversion) in enumerate(plan):
+        location = _instance_path(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
+        if conversion is not None:
+            headers = {"Content-Type": f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"}
+            yield {**headers, "Content-Location": location}, transcoded(archive, conversion)
+            continue
+        if index == 0 and first is not None:
             reader = first
         else:
             try:
@@ -61,9 +87,7 @@ async def _instance_parts(
         headers = {
             "Content-Type": f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}",
             "Content-Length": str(obj.size),
-            "Content-Location": _instance_path(
-                obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
-            ),
+            "Content-Location": location,
         }
         yield headers, drain(reader)
 
@@ -71,17 +95,17 @@ async def _instance_parts(
 async def single_object(
     archive: Archive, trail: Trail, study: str, series: str, instance: str, transfer_syntax: str | None
 ) -> Body:
-    """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9)."""
+    """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9), as stored or
+    converted to Explicit VR Little Endian when that is the ``transfer_syntax`` asked for."""
     objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
     (obj,) = objects
     _touch(trail, objects, size=obj.size)
-    if transfer_syntax is not None and transfer_syntax != obj.transfer_syntax_uid:
-        raise NotAcceptable(
-            f"instance {instance} is stored as {obj.transfer_syntax_uid}; "
-            f"the archive cannot convert it to {transfer_syntax}"
-        )
+    wanted = transfer_syntax or obj.transfer_syntax_uid
+    conversion = await _conversion(archive, trail, DicomChoice([wanted]), obj)
+    if conversion is not None:
+        return Body(f"application/dicom; transfer-syntax={wanted}", transcoded(archive, conversion))
     reader = await archive.store.open(obj.object_key)
     return Body(f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}", drain(reader), obj.size)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_frames
@@ -96,13 +97,31 @@ async def test_encapsulated_frames_as_stored(served: ArchiveUnderTest):
 
 
 @pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
-async def test_compressed_frames_without_transcoding_are_406(served: ArchiveUnderTest):
+async def test_compressed_frames_are_decoded_when_asked(served: ArchiveUnderTest):
+    j2k, ybr = make_sample("jpeg2000"), make_sample("jpeg")
+    await _store(served, j2k, ybr)
+    native = 'multipart/related; type="application/octet-stream"'  # default: Explicit VR Little Endian
+    named = native + "; transfer-syntax=1.2.840.10008.1.2.1"
+    for accept in (native, named):
+        response = await served.client.get(_frames_url(j2k, "1"), headers={"Accept": accept})
+        assert response.status_code == 200, accept
+        ((headers, payload),) = split_multipart(response.content, response.headers["content-type"])
+        assert headers["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        assert payload == j2k.dataset.pixel_array.tobytes()
+    response = await served.client.get(_frames_url(ybr, "2,7"), headers={"Accept": native})
+    parts = split_multipart(response.content, response.headers["content-type"])
+    expected = ybr.dataset.pixel_array  # pydicom decodes YBR_FULL_422 JPEG to RGB, as the archive does
+    for (_, payload), index in zip(parts, (1, 6), strict=True):
+        got = np.frombuffer(payload, dtype=np.uint8).reshape(expected[index].shape)
+        assert np.abs(got.astype(int) - expected[index].astype(int)).mean() < 1
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_what_cannot_be_produced_is_406(served: ArchiveUnderTest):
     jpeg = make_sample("jpeg2000")
     await _store(served, jpeg)
-    for accept in (
-        'multipart/related; type="application/octet-stream"',
-        'multipart/related; type="image/jpeg"',
-    ):
+    jpeg_ls = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.4.80'
+    for accept in (jpeg_ls, 'multipart/related; type="image/jpeg"'):
         response = await served.client.get(_frames_url(jpeg, "1"), headers={"Accept": accept})
         assert response.status_code == 406, accept
     # image/jp2 means JPEG 2000 Lossless unless a transfer syntax is named (Table 8.7.3-5);

@@ -71,20 +71,18 @@ async def test_transfer_syntax_negotiation(served: ArchiveUnderTest):
         url, headers={"Accept": DICOM + "; transfer-syntax=1.2.840.10008.1.2.4.50"}
     )
     assert same.status_code == 200
-    # The archive does not transcode (yet): asking for Explicit VR Little Endian is 406.
-    refused = await served.client.get(
-        url, headers={"Accept": DICOM + "; transfer-syntax=1.2.840.10008.1.2.1"}
-    )
+    # A syntax the archive cannot produce is 406...
+    jpeg_ls = DICOM + "; transfer-syntax=1.2.840.10008.1.2.4.80"
+    refused = await served.client.get(url, headers={"Accept": jpeg_ls})
     assert refused.status_code == 406
     assert "1.2.840.10008.1.2.4.50" in refused.json()["message"]
     # ...unless the client also takes something the archive has, with a lower q-value.
     fallback = await served.client.get(
-        url,
-        headers={
-            "Accept": DICOM + "; transfer-syntax=1.2.840.10008.1.2.1, " + DICOM + "; transfer-syntax=*; q=0.5"
-        },
+        url, headers={"Accept": jpeg_ls + ", " + DICOM + "; transfer-syntax=*; q=0.5"}
     )
     assert fallback.status_code == 200
+    ((headers, _),) = split_multipart(fallback.content, fallback.headers["content-type"])
+    assert headers["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
     assert (await served.client.get(url, headers={"Accept": "application/dicom+json"})).status_code == 406
 
 
@@ -217,3 +215,31 @@ async def test_metadata_etag_revalidation_and_gzip(served: ArchiveUnderTest):
     assert len(changed.json()) == 2
     plain = await served.client.get(url, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
+
+
+@pytest.mark.parametrize("name", ["jpeg", "jpeg2000", "rle"])
+async def test_compressed_instances_are_transcoded_on_request(served: ArchiveUnderTest, name: str):
+    sample = make_sample(name)
+    await _store(served.client, [sample])
+    accept = DICOM + "; transfer-syntax=1.2.840.10008.1.2.1"
+    response = await served.client.get(_instance_url(sample), headers={"Accept": accept})
+    assert response.status_code == 200
+    ((headers, payload),) = split_multipart(response.content, response.headers["content-type"])
+    assert headers["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+    got, original = pydicom.dcmread(io.BytesIO(payload)), sample.dataset
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert got.SOPInstanceUID == sample.instance and got.PatientName == original.PatientName
+    assert got.pixel_array.shape == original.pixel_array.shape
+    tolerance = 1 if name == "jpeg" else 0  # JPEG decoders may round differently
+    assert abs(got.pixel_array.astype(int) - original.pixel_array.astype(int)).max() <= tolerance
+    if name == "jpeg":
+        assert got.PhotometricInterpretation == "RGB" and got.LossyImageCompression == "01"
+    # WADO-URI asks the same way.
+    uri = await served.client.get(
+        "/wado",
+        params={"requestType": "WADO", "studyUID": sample.study, "seriesUID": sample.series,
+                "objectUID": sample.instance, "transferSyntax": "1.2.840.10008.1.2.1",
+                "contentType": "application/dicom"},
+    )  # fmt: skip
+    assert uri.status_code == 200
+    assert pydicom.dcmread(io.BytesIO(uri.content)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"

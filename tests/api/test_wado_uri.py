@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 from tests.fixtures import ArchiveUnderTest
 from tests.samples import make_sample, multipart_body
@@ -31,7 +34,11 @@ def _params(s, **extra):
 
 async def test_retrieve_as_application_dicom(served: ArchiveUnderTest):
     sample = await _stored(served, "jpeg")
-    for extra in ({}, {"contentType": "application/dicom"}, {"transferSyntax": "1.2.840.10008.1.2.4.50"}):
+    for extra in (
+        {"contentType": "application/dicom"},
+        {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.50"},
+        {"contentType": "image/avif, application/dicom"},
+    ):
         response = await served.client.get("/wado", params=_params(sample, **extra))
         assert response.status_code == 200, extra
         assert response.content == sample.data
@@ -47,7 +54,7 @@ async def test_retrieve_as_application_dicom(served: ArchiveUnderTest):
         ({"seriesUID": "x.y"}, 400),
         ({"objectUID": None}, 400),
         ({"objectUID": "1.2.3"}, 404),
-        ({"transferSyntax": "1.2.840.10008.1.2.1"}, 406),
+        ({"transferSyntax": "1.2.840.10008.1.2.4.80", "contentType": "application/dicom"}, 406),
         ({"contentType": "text/html"}, 406),
     ],
 )
@@ -57,3 +64,20 @@ async def test_errors(served: ArchiveUnderTest, change, status):
     response = await served.client.get("/wado", params=params)
     assert response.status_code == status
     assert response.json()["message"]
+
+
+async def test_images_by_default_with_window_size_and_frame(served: ArchiveUnderTest):
+    ct = await _stored(served, "ct")
+    response = await served.client.get("/wado", params=_params(ct))
+    assert response.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(response.content)).size == (128, 128)
+    small = await served.client.get(
+        "/wado", params=_params(ct, contentType="image/png", windowCenter="40", windowWidth="400", rows="64")
+    )
+    assert small.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(small.content)).size == (64, 64)
+    dose = await _stored(served, "multiframe")
+    assert (await served.client.get("/wado", params=_params(dose, frameNumber="15"))).status_code == 200
+    assert (await served.client.get("/wado", params=_params(dose, frameNumber="16"))).status_code == 404
+    bad = await served.client.get("/wado", params=_params(ct, windowCenter="40"))
+    assert bad.status_code == 400 and "windowWidth" in bad.json()["message"]

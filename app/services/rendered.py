@@ -1,0 +1,218 @@
+"""Rendered images and thumbnails (PS3.18 §10.4.1.1.3 "Rendered", §10.4.1.1.6
+"Thumbnail"): frames decoded and rendered in the archive's bounded renderer pool, default
+thumbnails cached in the object store after their first rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from app.dicom.frames import frame_ranges
+from app.dicom.header import BULK_PLACEHOLDER
+from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
+from app.dicom.negotiation import RenderedChoice
+from app.dicom.pixels import PixelDescription, Presentation, decode_frame
+from app.dicom.rendering import RenderOptions, render
+from app.errors import NotAcceptable, NotFound
+from app.repository import retrieve
+from app.repository.retrieve import Renderable
+from app.services.audit import Trail
+from app.services.reading import Body, drain, read_frame
+from app.state import Archive
+
+
+async def _renderable(archive: Archive, trail: Trail, study: str, series: str, instance: str) -> Renderable:
+    item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
+    if item is None:
+        raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    if item.stored.pixel is None:
+        raise NotAcceptable(f"instance {instance} has no pixel data to render")
+    trail.touch(studies=[study], series=[series], instances=[instance], patients=[item.stored.patient_id],
+                owners=[item.stored.hospital], count=1)  # fmt: skip
+    return item
+
+
+def _frame_count(item: Renderable) -> int:
+    assert item.stored.pixel is not None
+    return max(item.stored.pixel.number_of_frames, 1)
+
+
+async def render_frame(
+    archive: Archive, item: Renderable, frame: int, media_type: str, options: RenderOptions, thumbnail: bool
+) -> bytes:
+    """One frame (1-based) of ``item`` rendered as ``media_type``."""
+    stored, pixel = item.stored, item.stored.pixel
+    assert pixel is not None
+    ranges = frame_ranges(pixel)
+    if ranges is None:
+        raise NotAcceptable("the frame boundaries of this instance cannot be determined")
+    if not 1 <= frame <= len(ranges):
+        raise NotFound(f"the instance has {len(ranges)} frame(s); there is no frame {frame}")
+    data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[frame - 1])])
+    metadata = json.loads(item.metadata)
+    luts = await _lut_data(archive, item, metadata)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        archive.renderer, _render, data, metadata, stored.transfer_syntax_uid, frame - 1, luts,
+        media_type, options, thumbnail,
+    )  # fmt: skip
+
+
+def _render(
+    data: bytes,
+    metadata: dict[str, Any],
+    transfer_syntax: str,
+    index: int,
+    luts: Mapping[str, bytes],
+    media_type: str,
+    options: RenderOptions,
+    thumbnail: bool,
+) -> bytes:
+    description = PixelDescription.from_json(metadata, transfer_syntax)
+    presentation = Presentation.from_json(metadata, index, bulk=luts, transfer_syntax_uid=transfer_syntax)
+    return render(
+        decode_frame(data, description), description, presentation, media_type, options, thumbnail=thumbnail
+    )
+
+
+async def _lut_data(archive: Archive, item: Renderable, metadata: dict[str, Any]) -> dict[str, bytes]:
+    """LUT values the metadata holds as bulk data (palettes, LUT sequences), read from the
+    stored object by the offsets recorded at ingest."""
+    found: dict[str, bytes] = {}
+    for uri in Presentation.bulk_data_uris(metadata):
+        location = item.stored.bulk.get(uri.removeprefix(BULK_PLACEHOLDER))
+        if location is not None:
+            chunks = read_frame(archive.store, item.stored.object_key, [location])
+            found[uri] = b"".join([c async for c in chunks])
+    return found
+
+
+async def rendered_instance(
+    archive: Archive, trail: Trail, choice: RenderedChoice, options: RenderOptions,
+    study: str, series: str, instance: str, frames: list[int] | None = None,
+) -> Body:  # fmt: skip
+    """An instance (all its frames) or chosen frames of it, rendered."""
+    item = await _renderable(archive, trail, study, series, instance)
+    numbers = frames or list(range(1, _frame_count(item) + 1))
+    if len(numbers) == 1 and not choice.multipart:
+        image = await render_frame(archive, item, numbers[0], choice.media_type, options, False)
+        return _single(image, choice.media_type)
+    for number in numbers:  # every frame exists, or the response is a 404 before any byte
+        if number > _frame_count(item):
+            raise NotFound(f"the instance has {_frame_count(item)} frame(s); there is no frame {number}")
+
+    async def images() -> AsyncIterator[bytes]:
+        for number in numbers:
+            yield await render_frame(archive, item, number, choice.media_type, options, False)
+
+    return _multipart(images(), choice.media_type)
+
+
+async def rendered_collection(
+    archive: Archive,
+    trail: Trail,
+    choice: RenderedChoice,
+    options: RenderOptions,
+    study: str,
+    series: str | None,
+) -> Body:
+    """Each instance of a study or series, its first frame rendered, one part each."""
+    uids = await retrieve.instance_uids(archive.pool, trail.scope, study, series)
+    if not uids:
+        raise NotFound(f"no series {series} in study {study}" if series else f"no study {study}")
+    items = [await _renderable(archive, trail, study, se, i) for se, i in uids]
+
+    async def images() -> AsyncIterator[bytes]:
+        for item in items:
+            yield await render_frame(archive, item, 1, choice.media_type, options, False)
+
+    return _multipart(images(), choice.media_type)
+
+
+async def thumbnail(
+    archive: Archive, trail: Trail, choice: RenderedChoice, options: RenderOptions,
+    study: str, series: str | None = None, instance: str | None = None, frame: int | None = None,
+) -> Body:  # fmt: skip
+    """A small image standing for a study, series, instance or frame (the middle instance
+    of the first series, the middle frame of a multi-frame instance)."""
+    if instance is None:
+        chosen = await retrieve.representative(archive.pool, trail.scope, study, series)
+        if chosen is None:
+            raise NotFound(f"no series {series} in study {study}" if series else f"no study {study}")
+        series, instance = chosen
+    assert series is not None
+    item = await _renderable(archive, trail, study, series, instance)
+    number = frame or (_frame_count(item) + 1) // 2
+    if options != RenderOptions():
+        image = await render_frame(archive, item, number, choice.media_type, options, True)
+        return _single(image, choice.media_type)
+    return _single(await _cached_thumbnail(archive, item, number, choice.media_type), choice.media_type)
+
+
+async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, media_type: str) -> bytes:
+    # Only default thumbnails are cached: a bounded set of variants per instance.
+    variant = f"thumbnail/{frame}/{media_type}"
+    cached = await retrieve.derived(archive.pool, item.pk, variant)
+    if cached is not None:
+        return b"".join([c async for c in drain(await archive.store.open(cached[0]))])
+    image = await render_frame(archive, item, frame, media_type, RenderOptions(), True)
+    key = _derived_key(item.stored.object_key, variant)
+
+    async def content() -> AsyncIterator[bytes]:
+        yield image
+
+    await archive.store.put(key, content())
+    if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
+        await archive.store.delete(key)  # the instance was deleted meanwhile
+    return image
+
+
+def _derived_key(object_key: str, variant: str) -> str:
+    """A key for a derivative, in the store's key form, fixed by the instance's own key."""
+    digest = hashlib.sha256(f"{object_key}|{variant}".encode()).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{digest[:32]}"
+
+
+def _single(image: bytes, media_type: str) -> Body:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield image
+
+    return Body(media_type, chunks(), len(image))
+
+
+def _multipart(images: AsyncIterator[bytes], media_type: str) -> Body:
+    async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+        async for image in images:
+            yield {"Content-Type": media_type}, _one(image)
+
+    boundary = multipart_boundary()
+    return Body(related_content_type(boundary, media_type), stream_multipart(parts(), boundary))
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def uri_image(
+    archive: Archive,
+    trail: Trail,
+    study: str,
+    series: str,
+    instance: str,
+    media_type: str,
+    options: RenderOptions,
+) -> Body | None:
+    """A WADO-URI image (PS3.18 §9.1.2.2): the chosen frame (default the first) rendered;
+    None when the object has no pixel data (the caller then sends it as DICOM)."""
+    item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
+    if item is None:
+        raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    if item.stored.pixel is None:
+        return None
+    trail.touch(studies=[study], series=[series], instances=[instance], patients=[item.stored.patient_id],
+                owners=[item.stored.hospital], count=1)  # fmt: skip
+    image = await render_frame(archive, item, options.frame_number or 1, media_type, options, False)
+    return _single(image, media_type)
