@@ -29,7 +29,8 @@ class Role(Enum):
 
 
 class Right(Enum):
-    READ = "read"
+    READ = "read"  # search, metadata, frames, rendered images
+    DOWNLOAD = "download"  # whole instances (WADO-RS retrieve, WADO-URI DICOM, ZIP)
     STORE = "store"
     SHARE = "share"
     DELETE = "delete"
@@ -38,7 +39,7 @@ class Right(Enum):
 
 
 ROLE_RIGHTS: dict[Role, frozenset[Right]] = {
-    Role.READER: frozenset({Right.READ}),
+    Role.READER: frozenset({Right.READ, Right.DOWNLOAD}),
     Role.UPLOADER: frozenset({Right.STORE}),
     Role.SHARER: frozenset({Right.SHARE}),
     Role.ADMIN: frozenset({Right.DELETE, Right.AUDIT, Right.ADMINISTER}),
@@ -55,9 +56,13 @@ class Principal:
     roles: frozenset[Role]
     share_id: str | None = None
     shared_studies: frozenset[str] | None = None
+    #: A share's rights, from its permissions; staff rights come from their roles.
+    share_rights: frozenset[Right] | None = None
 
     @property
     def rights(self) -> frozenset[Right]:
+        if self.share_rights is not None:
+            return self.share_rights
         return frozenset().union(*(ROLE_RIGHTS[r] for r in self.roles))
 
     @property
@@ -80,7 +85,13 @@ async def authenticate(
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("a bearer token is required", error=None)
-    principal: Principal = await request.app.state.authenticator.principal(credentials.credentials)
+    token = credentials.credentials
+    if token.count(".") == 2:
+        principal: Principal = await request.app.state.authenticator.principal(token)
+    else:
+        # Not a JWT: a share link's token (or a share session's), which also works as a
+        # bearer token on /dicom-web.
+        principal = await request.app.state.shares.principal(token)
     trail = getattr(request.state, "audit", None)
     if trail is not None:
         trail.identify(principal)

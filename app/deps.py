@@ -12,7 +12,19 @@ from fastapi import Depends, Request
 from app.access import Principal, Right, requires
 from app.services import audit
 from app.services.audit import Trail, Transaction
+from app.services.shares import Shares
+from app.share_gateway import PREFIX_KEY
 from app.state import Archive
+
+
+def public_base(request: Request) -> str:
+    """The archive's public base URL (``FILMLESS_BASE_URL``, else from the request)."""
+    return (get_archive(request).settings.base_url or str(request.base_url)).rstrip("/")
+
+
+def get_shares(request: Request) -> Shares:
+    shares: Shares = request.app.state.shares
+    return shares
 
 
 def get_archive(request: Request) -> Archive:
@@ -24,7 +36,8 @@ def dicomweb_root(request: Request) -> str:
     """The absolute URL of the DICOMweb root, for RetrieveURL and BulkDataURI values."""
     archive = get_archive(request)
     base = archive.settings.base_url or str(request.base_url)
-    return base.rstrip("/") + "/dicom-web"
+    # Under a share's root (app.share_gateway), URLs point back under that root.
+    return base.rstrip("/") + str(request.scope.get(PREFIX_KEY, "")) + "/dicom-web"
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,12 @@ def caller(right: Right, transaction: Transaction) -> Callable[..., Awaitable[Ca
 
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
 RootDep = Annotated[str, Depends(dicomweb_root)]
+BaseDep = Annotated[str, Depends(public_base)]
+SharesDep = Annotated[Shares, Depends(get_shares)]
 Searcher = Annotated[Caller, Depends(caller(Right.READ, Transaction.QIDO))]
 Retriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO))]
+Downloader = Annotated[Caller, Depends(caller(Right.DOWNLOAD, Transaction.WADO))]
+Sharer = Annotated[Caller, Depends(caller(Right.SHARE, Transaction.SHARE))]
 MetadataReader = Annotated[Caller, Depends(caller(Right.READ, Transaction.METADATA))]
 UriRetriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO_URI))]
 Uploader = Annotated[Caller, Depends(caller(Right.STORE, Transaction.STOW))]

@@ -10,6 +10,7 @@
     ├── PayloadTooLarge           413  a part or body exceeds a configured limit
     ├── UnsupportedMediaType      415  request Content-Type not supported (PS3.18 §10.5.1.2)
     ├── RangeNotSatisfiable       416  a byte range that starts beyond the end of an object
+    ├── TooManyRequests           429  locked out after failed share codes or challenges
     └── StorageUnavailable        503  the database or object store cannot be reached
 
 Foreign exceptions (asyncpg, botocore, OSError) are translated where they are met, in the
@@ -79,6 +80,12 @@ class RangeNotSatisfiable(FilmlessError):
     def __init__(self, message: str, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class TooManyRequests(FilmlessError):
+    """Too many failed attempts (share codes, challenges): locked out for a while."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class StorageUnavailable(FilmlessError):

@@ -19,11 +19,14 @@ from app.errors import FilmlessError
 from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
-from app.routers import admin, delete, health, qido, rendered, stow, wado, wado_uri
+from app.routers import admin, delete, health, qido, rendered, share_pages, shares_api, stow, wado, wado_uri
 from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
+from app.security.share_secrets import Hasher
+from app.services.shares import Shares
 from app.services.sweep import sweep_forever
 from app.settings import Settings
+from app.share_gateway import ShareGateway
 from app.state import Archive
 from app.storage.factory import open_store
 from app.web import install_error_handlers
@@ -46,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             archive = await open_archive(settings, stack)
             app.state.archive = archive
             app.state.authenticator = await open_authenticator(archive, stack)
+            app.state.shares = Shares(archive, Hasher.from_file(settings.share_key_path))
             sweeper = None
             if settings.sweep_interval > 0:
                 sweeper = asyncio.create_task(sweep_forever(archive))
@@ -75,8 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Content-Type", "Content-Length", "Content-Range", "ETag", "Warning", "Location"],
             max_age=settings.cors_max_age,
         )
-    for module in (health, stow, qido, wado, rendered, wado_uri, delete, admin):
+    for module in (health, stow, qido, wado, rendered, wado_uri, delete, admin, shares_api, share_pages):
         app.include_router(module.router)
+    # Outermost: share paths are rewritten before anything else sees them.
+    app.add_middleware(ShareGateway)
     return app
 
 

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     role_admin: str = "admin"
     role_regional: str = "regional"
 
+    # --- Share links ---------------------------------------------------------------------
+    #: The longest a share may last, in days (a share's expiry is required).
+    share_max_days: int = Field(default=90, ge=1)
+    #: How long a session opened by passing a share's challenge or code lasts, in hours.
+    share_session_hours: int = Field(default=12, ge=1)
+    #: Lockout: failed challenges per share, and failed codes or challenges per client
+    #: address, tolerated within ``share_failure_window`` seconds.
+    share_failures_per_share: int = 5
+    share_failures_per_client: int = 20
+    share_failure_window: int = 900
+    #: The key share secrets are hashed with (created when missing); default under data_dir.
+    share_key_file: Path | None = None
+
     # --- Audit ---------------------------------------------------------------------------
     #: File that DICOM audit messages (PS3.15 A.5, as JSON lines) are appended to for a
     #: hospital's ATNA repository to collect; unset: audit is kept in the database only.
@@ -103,6 +116,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def share_key_path(self) -> Path:
+        return self.share_key_file or self.data_dir / "share-key"
 
     @property
     def local_key_path(self) -> Path:

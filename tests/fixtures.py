@@ -28,7 +28,10 @@ from app.state import Archive
 from tests.services import S3Server, settings_for
 
 # The audit trail is append-only (a trigger refuses TRUNCATE): tests filter it instead.
-TABLES = "derived_objects, instances, series, studies, patients, hospitals, object_garbage"
+TABLES = (
+    "share_failures, share_sessions, share_studies, shares, derived_objects, instances, series, studies, "
+    "patients, hospitals, object_garbage"
+)
 #: The hospital the default test client belongs to, and another member.
 HOSPITAL, OTHER_HOSPITAL = "TEST", "OTHER"
 ALL_ROLES = ["reader", "uploader", "sharer", "admin"]
@@ -170,11 +173,23 @@ class LiveServer:
 
 
 @pytest.fixture
+def live_server_env() -> dict[str, str]:
+    """Extra environment for :func:`live_server` (e.g. ``FILMLESS_CORS_ORIGINS``): override
+    this fixture in a test module or conftest to set more of the server's settings."""
+    return {}
+
+
+@pytest.fixture
 def live_server(
-    clean_db: str, tmp_path: Path, signing_key: Path, request: pytest.FixtureRequest
+    clean_db: str,
+    tmp_path: Path,
+    signing_key: Path,
+    request: pytest.FixtureRequest,
+    live_server_env: dict[str, str],
 ) -> Iterator[LiveServer]:
     """``filmless serve`` in its own process, on S3 when parametrized with ``"s3"``, else on
-    the filesystem store. It signs its own tokens, and creates its LOCAL hospital."""
+    the filesystem store, with :func:`live_server_env` added to its environment. It signs
+    its own tokens, and creates its LOCAL hospital."""
     port = _free_port()
     data_dir = tmp_path / "live"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
@@ -197,6 +212,7 @@ def live_server(
             "FILMLESS_S3_SECRET_ACCESS_KEY": s3.secret_key,
             "FILMLESS_S3_REGION": s3.region,
         }
+    env |= live_server_env
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT

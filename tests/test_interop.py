@@ -7,6 +7,7 @@ import io
 
 import pydicom
 import pytest
+import requests
 from dicomweb_client.api import DICOMwebClient
 
 from tests.fixtures import LiveServer
@@ -54,3 +55,36 @@ def test_dicomweb_client_round_trip(live_server: LiveServer):
 
     bulk = client.retrieve_bulkdata(metadata[0]["7FE00010"]["BulkDataURI"])
     assert bulk[0] == datasets[0].PixelData
+
+
+def test_dicomweb_client_pulls_a_shared_study_by_token(live_server: LiveServer):
+    import datetime as dt
+
+    import httpx
+
+    staff = DICOMwebClient(url=live_server.dicomweb, headers=live_server.headers)
+    shared = make_sample("ct", PatientID="SHARED-1")
+    second = make_sample("ct", study=shared.study, series=shared.series, PatientID="SHARED-1")
+    private = make_sample("mr", PatientID="PRIVATE-1")
+    staff.store_instances([pydicom.dcmread(io.BytesIO(s.data)) for s in (shared, second, private)])
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    created = httpx.post(
+        live_server.url + "/api/shares",
+        json={"studies": [shared.study], "expires_at": expires, "permissions": ["view", "download"]},
+        headers=live_server.headers,
+    ).json()
+
+    outside = DICOMwebClient(url=created["dicomweb_root"])  # another hospital's PACS: no account here
+    assert [s["0020000D"]["Value"][0] for s in outside.search_for_studies()] == [shared.study]
+    retrieved = outside.retrieve_study(shared.study)
+    assert {d.SOPInstanceUID for d in retrieved} == {shared.instance, second.instance}
+    assert retrieved[0].PixelData == pydicom.dcmread(io.BytesIO(shared.data)).PixelData
+    metadata = outside.retrieve_series_metadata(shared.study, shared.series)
+    assert metadata[0]["7FE00010"]["BulkDataURI"].startswith(created["dicomweb_root"])
+    assert outside.retrieve_bulkdata(metadata[0]["7FE00010"]["BulkDataURI"])[0]
+
+    # The same token as a bearer token on the archive's own root.
+    bearer = DICOMwebClient(url=live_server.dicomweb, headers={"Authorization": f"Bearer {created['token']}"})
+    assert len(bearer.search_for_studies()) == 1
+    with pytest.raises(requests.HTTPError, match="404"):
+        outside.retrieve_study(private.study)

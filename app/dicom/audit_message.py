@@ -18,6 +18,9 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "QIDO-RS": ("110112", "Query", "E"),
     "DELETE": ("110105", "DICOM Study Deleted", "D"),
     "AUDIT-QUERY": ("110101", "Audit Log Used", "R"),
+    "SHARE": ("110106", "Export", "E"),
+    "SHARE-ACCESS": ("110103", "DICOM Instances Accessed", "R"),
+    "SHARE-DOWNLOAD": ("110106", "Export", "R"),
 }
 
 

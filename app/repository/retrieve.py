@@ -73,6 +73,14 @@ SELECT_INSTANCE_UIDS = (
     + _IN_SCOPE
     + " ORDER BY se.pk, i.instance_number, i.pk"
 )
+# Everything of some studies, for an export (a share's download).
+SELECT_EXPORT = f"""
+SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid,
+       i.transfer_syntax_uid, i.object_key, i.size, i.metadata::text AS metadata, {_OWNER}
+FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
+JOIN patients p ON p.pk = st.patient_pk JOIN hospitals h ON h.pk = st.hospital_pk
+WHERE i.status = 1 AND st.study_instance_uid = ANY($1::text[])
+ORDER BY st.pk, se.pk, i.instance_number, i.pk"""
 SELECT_DERIVED = "SELECT object_key, media_type FROM derived_objects WHERE instance_pk = $1 AND variant = $2"
 INSERT_DERIVED = """
 INSERT INTO derived_objects (instance_pk, variant, object_key, media_type, size) VALUES ($1, $2, $3, $4, $5)
@@ -179,6 +187,24 @@ async def instance_uids(pool: Pool, scope: Scope, study: str, series: str | None
     async with connection(pool) as conn:
         rows = await conn.fetch(SELECT_INSTANCE_UIDS, *_args(scope, study, series, None))
     return [(r["series_instance_uid"], r["sop_instance_uid"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Exported(Owner):
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+    metadata: str
+
+
+async def export(pool: Pool, studies: list[str]) -> list[Exported]:
+    """The stored instances of ``studies`` (already checked against the caller's scope)."""
+    async with connection(pool) as conn:
+        return [Exported(**dict(r)) for r in await conn.fetch(SELECT_EXPORT, studies)]
 
 
 async def derived(pool: Pool, instance_pk: int, variant: str) -> tuple[str, str] | None:

@@ -8,13 +8,14 @@ import re
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import ArchiveDep, Caller, MetadataReader, Retriever, RootDep
+from app.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep, get_shares
 from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
 from app.routers.responses import IMMUTABLE, json_response, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import audit, frames, wado
 from app.services.reading import Body
+from app.services.shares import Shares
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
@@ -60,10 +61,11 @@ async def _metadata(
     "/studies/{study}", summary="Retrieve a study", responses=_RETRIEVE, response_class=StreamingResponse
 )
 async def retrieve_study(
-    request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID
+    request: Request, archive: ArchiveDep, caller: Downloader, study: StudyUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return await _sent(archive, caller, await wado.instances(archive, caller.trail, choice, study))
+    body = await wado.instances(archive, caller.trail, choice, study)
+    return await _sent(archive, caller, body, get_shares(request))
 
 
 @router.get(
@@ -73,10 +75,11 @@ async def retrieve_study(
     response_class=StreamingResponse,
 )
 async def retrieve_series(
-    request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID, series: SeriesUID
+    request: Request, archive: ArchiveDep, caller: Downloader, study: StudyUID, series: SeriesUID
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
-    return await _sent(archive, caller, await wado.instances(archive, caller.trail, choice, study, series))
+    body = await wado.instances(archive, caller.trail, choice, study, series)
+    return await _sent(archive, caller, body, get_shares(request))
 
 
 @router.get(
@@ -88,14 +91,14 @@ async def retrieve_series(
 async def retrieve_instance(
     request: Request,
     archive: ArchiveDep,
-    caller: Retriever,
+    caller: Downloader,
     study: StudyUID,
     series: SeriesUID,
     instance: InstanceUID,
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"))
     body = await wado.instances(archive, caller.trail, choice, study, series, instance)
-    return await _sent(archive, caller, body)
+    return await _sent(archive, caller, body, get_shares(request))
 
 
 @router.get("/studies/{study}/metadata", summary="Retrieve a study's metadata", responses=_METADATA)
@@ -192,8 +195,13 @@ async def retrieve_bulkdata(
     return await _sent(archive, caller, body)
 
 
-async def _sent(archive: ArchiveDep, caller: Caller, body: Body) -> StreamingResponse:
-    """The access is recorded before the first byte leaves."""
+async def _sent(
+    archive: ArchiveDep, caller: Caller, body: Body, shares: Shares | None = None
+) -> StreamingResponse:
+    """The access is recorded before the first byte leaves. Whole instances sent to a
+    share (``shares`` given) are a download: one of its uses."""
+    if shares is not None and caller.principal.share_id is not None:
+        await shares.take_use(caller.principal.share_id)
     await audit.commit(archive, caller.trail, 206 if body.content_range else 200)
     response = stream(body)
     # What is stored under a UID never changes (a different object under it is refused),

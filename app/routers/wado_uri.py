@@ -8,9 +8,10 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.deps import ArchiveDep, UriRetriever
+from app.access import Right
+from app.deps import ArchiveDep, UriRetriever, get_shares
 from app.dicom.rendering import parse_uri_params
-from app.errors import BadRequest, NotAcceptable
+from app.errors import BadRequest, Forbidden, NotAcceptable
 from app.routers.responses import stream
 from app.services import audit, rendered, wado
 
@@ -67,7 +68,11 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
             return stream(image)
         if params.get("contentType"):
             raise NotAcceptable(f"instance {instance} has no image to render as {content_type}")
+    if Right.DOWNLOAD not in caller.principal.rights:
+        raise Forbidden("sending the DICOM object requires the right to download")
     body = await wado.single_object(archive, caller.trail, study, series, instance, syntax)
+    if caller.principal.share_id is not None:
+        await get_shares(request).take_use(caller.principal.share_id)  # a download: one use
     await audit.commit(archive, caller.trail, 200)
     return stream(body)
 

@@ -35,6 +35,9 @@ class Transaction(Enum):
     DELETE = "DELETE"
     AUDIT_QUERY = "AUDIT-QUERY"
     ADMIN = "ADMIN"
+    SHARE = "SHARE"  # staff creating, listing, revoking shares
+    SHARE_ACCESS = "SHARE-ACCESS"  # a recipient opening a share: page, challenge, code
+    SHARE_DOWNLOAD = "SHARE-DOWNLOAD"
 
 
 class Trail:
@@ -44,7 +47,7 @@ class Trail:
         self.event = AuditEvent(
             transaction=transaction.value,
             method=request.method,
-            path=request.url.path,
+            path=redact(request.url.path),
             query=request.url.query or None,
             client_address=request.client.host if request.client else None,
             user_agent=request.headers.get("user-agent"),
@@ -94,6 +97,20 @@ class Trail:
             client_address=e.client_address,
             user_agent=e.user_agent,
         )
+
+
+def redact(path: str) -> str:
+    """A path without the share secret it may carry (``/s/{secret}/…``): secrets are never
+    recorded.
+
+    >>> redact("/s/abc123/download"), redact("/dicom-web/studies")
+    ('/s/(secret)/download', '/dicom-web/studies')
+    """
+    if path.startswith(("/s/", "/share/")):
+        head, _, rest = path[1:].partition("/")
+        _, _, tail = rest.partition("/")
+        return f"/{head}/(secret)" + (f"/{tail}" if tail else "")
+    return path
 
 
 def _merged(have: list[str], more: Iterable[str]) -> list[str]:

@@ -1,0 +1,234 @@
+"""Share links: rows, their studies, sessions, uses and failed attempts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from app.repository.database import Pool, connection, transaction
+
+_SHARE = """
+SELECT s.id, s.hospital_pk, h.code AS hospital, h.name AS hospital_name, s.created_by, s.created_at,
+       s.expires_at, s.max_uses, s.uses, s.permissions, s.recipient, s.challenge, s.challenge_hash,
+       s.parent_id, s.revoked_at, s.revoked_by,
+       ARRAY(SELECT ss.study_instance_uid FROM share_studies ss WHERE ss.share_id = s.id
+             ORDER BY ss.study_instance_uid) AS studies
+FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk"""
+
+INSERT_SHARE = """
+INSERT INTO shares (id, token_hash, code_hash, hospital_pk, created_by, expires_at, max_uses, permissions,
+                    recipient, challenge, challenge_hash, parent_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
+INSERT_STUDIES = "INSERT INTO share_studies (share_id, study_instance_uid) SELECT $1, unnest($2::text[])"
+SELECT_BY_ID = _SHARE + " WHERE s.id = $1"
+SELECT_BY_TOKEN = _SHARE + " WHERE s.token_hash = $1"
+SELECT_BY_CODE = _SHARE + " WHERE s.code_hash = $1"
+SELECT_BY_SESSION = (
+    _SHARE + " JOIN share_sessions x ON x.share_id = s.id WHERE x.token_hash = $1 AND x.expires_at > now()"
+)
+INSERT_SESSION = "INSERT INTO share_sessions (token_hash, share_id, expires_at) VALUES ($1, $2, $3)"
+# A use is taken only from a share that is live and not exhausted, atomically.
+TAKE_USE = """
+UPDATE shares SET uses = uses + 1
+WHERE id = $1 AND revoked_at IS NULL AND expires_at > now() AND (max_uses IS NULL OR uses < max_uses)
+RETURNING uses"""
+# Revoking a share revokes every share minted from it, at any depth.
+REVOKE = """
+WITH RECURSIVE tree AS (
+    SELECT id FROM shares WHERE id = $1
+    UNION SELECT s.id FROM shares s JOIN tree t ON s.parent_id = t.id
+)
+UPDATE shares SET revoked_at = now(), revoked_by = $2
+WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL
+RETURNING id"""
+INSERT_FAILURE = "INSERT INTO share_failures (client_address, share_id) VALUES ($1, $2)"
+COUNT_FAILURES = """
+SELECT
+  (SELECT count(*) FROM share_failures
+   WHERE share_id = $1 AND at > now() - make_interval(secs => $3)),
+  (SELECT count(*) FROM share_failures
+   WHERE client_address = $2 AND at > now() - make_interval(secs => $3))"""
+# Studies a creator may share: within their scope ($2/$3 as Scope.filters gives them).
+SELECT_SHAREABLE = """
+SELECT st.study_instance_uid, p.patient_id, p.patient_name, p.patient_birth_date, st.hospital_pk
+FROM studies st JOIN patients p ON p.pk = st.patient_pk
+WHERE st.study_instance_uid = ANY($1::text[]) AND st.num_instances > 0
+  AND ($2::bigint IS NULL OR st.hospital_pk = $2)
+  AND ($3::text[] IS NULL OR st.study_instance_uid = ANY($3::text[]))"""
+SELECT_SUMMARIES = """
+SELECT st.study_instance_uid, st.study_date, st.study_time, st.study_description, st.accession_number,
+       st.modalities, st.num_instances, st.num_series, p.patient_name, p.patient_id, p.patient_birth_date,
+       h.code AS hospital, h.name AS hospital_name
+FROM studies st JOIN patients p ON p.pk = st.patient_pk JOIN hospitals h ON h.pk = st.hospital_pk
+WHERE st.study_instance_uid = ANY($1::text[]) AND st.num_instances > 0
+ORDER BY st.study_date DESC NULLS LAST, st.pk"""
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    id: str
+    hospital_pk: int
+    hospital: str
+    hospital_name: str
+    created_by: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    max_uses: int | None
+    uses: int
+    permissions: list[str]
+    recipient: str | None
+    challenge: str | None
+    challenge_hash: bytes | None
+    parent_id: str | None
+    revoked_at: dt.datetime | None
+    revoked_by: str | None
+    studies: list[str]
+
+    def state(self, now: dt.datetime) -> str:
+        """active, revoked, expired or exhausted."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            return "exhausted"
+        return "active"
+
+
+@dataclass(frozen=True)
+class NewShare:
+    id: str
+    token_hash: bytes
+    code_hash: bytes
+    hospital_pk: int
+    created_by: str
+    expires_at: dt.datetime
+    max_uses: int | None
+    permissions: list[str]
+    recipient: str | None
+    challenge: str | None
+    challenge_hash: bytes | None
+    parent_id: str | None
+    studies: list[str]
+
+
+async def insert(pool: Pool, share: NewShare) -> None:
+    async with transaction(pool) as conn:
+        await conn.execute(
+            INSERT_SHARE, share.id, share.token_hash, share.code_hash, share.hospital_pk, share.created_by,
+            share.expires_at, share.max_uses, share.permissions, share.recipient, share.challenge,
+            share.challenge_hash, share.parent_id,
+        )  # fmt: skip
+        await conn.execute(INSERT_STUDIES, share.id, share.studies)
+
+
+async def _one(pool: Pool, sql: str, *args: Any) -> ShareRow | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(sql, *args)
+    return ShareRow(**dict(row)) if row else None
+
+
+async def by_id(pool: Pool, share_id: str) -> ShareRow | None:
+    return await _one(pool, SELECT_BY_ID, share_id)
+
+
+async def by_token(pool: Pool, token_hash: bytes) -> ShareRow | None:
+    return await _one(pool, SELECT_BY_TOKEN, token_hash)
+
+
+async def by_code(pool: Pool, code_hash: bytes) -> ShareRow | None:
+    return await _one(pool, SELECT_BY_CODE, code_hash)
+
+
+async def by_session(pool: Pool, session_hash: bytes) -> ShareRow | None:
+    return await _one(pool, SELECT_BY_SESSION, session_hash)
+
+
+async def add_session(pool: Pool, session_hash: bytes, share_id: str, expires_at: dt.datetime) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(INSERT_SESSION, session_hash, share_id, expires_at)
+
+
+async def take_use(pool: Pool, share_id: str) -> bool:
+    async with connection(pool) as conn:
+        return await conn.fetchval(TAKE_USE, share_id) is not None
+
+
+async def revoke(pool: Pool, share_id: str, by: str) -> list[str]:
+    """Revoke a share and its descendants; the ids revoked now."""
+    async with transaction(pool) as conn:
+        return [r["id"] for r in await conn.fetch(REVOKE, share_id, by)]
+
+
+async def record_failure(pool: Pool, client: str | None, share_id: str | None) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(INSERT_FAILURE, client, share_id)
+
+
+async def failures(pool: Pool, share_id: str | None, client: str | None, window: int) -> tuple[int, int]:
+    """Recent failed attempts on ``share_id`` and from ``client`` in the last ``window`` s."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(COUNT_FAILURES, share_id, client, window)
+    return int(row[0]), int(row[1])
+
+
+async def shareable(
+    pool: Pool, uids: list[str], hospital: int | None, studies: list[str] | None
+) -> list[dict[str, Any]]:
+    async with connection(pool) as conn:
+        return [dict(r) for r in await conn.fetch(SELECT_SHAREABLE, uids, hospital, studies)]
+
+
+async def summaries(pool: Pool, uids: list[str]) -> list[dict[str, Any]]:
+    """What the access page shows of the shared studies (those still stored)."""
+    async with connection(pool) as conn:
+        return [dict(r) for r in await conn.fetch(SELECT_SUMMARIES, uids)]
+
+
+@dataclass(frozen=True)
+class ShareFilter:
+    hospital_pk: int
+    study_uid: str | None = None
+    patient_id: str | None = None
+    created_by: str | None = None
+    state: str | None = None
+
+
+async def search(pool: Pool, f: ShareFilter, limit: int, offset: int) -> list[ShareRow]:
+    clauses, values = ["s.hospital_pk = $1"], [f.hospital_pk]
+
+    def add(sql: str, value: Any) -> None:
+        values.append(value)
+        clauses.append(sql.replace("?", f"${len(values)}"))
+
+    if f.study_uid:
+        add(
+            "EXISTS (SELECT 1 FROM share_studies x WHERE x.share_id = s.id AND x.study_instance_uid = ?)",
+            f.study_uid,
+        )
+    if f.patient_id:
+        add(
+            "EXISTS (SELECT 1 FROM share_studies x "
+            "JOIN studies st ON st.study_instance_uid = x.study_instance_uid "
+            "JOIN patients p ON p.pk = st.patient_pk WHERE x.share_id = s.id AND p.patient_id = ?)",
+            f.patient_id,
+        )
+    if f.created_by:
+        add("s.created_by = ?", f.created_by)
+    state_sql = {
+        "revoked": "s.revoked_at IS NOT NULL",
+        "expired": "s.revoked_at IS NULL AND s.expires_at <= now()",
+        "exhausted": "s.revoked_at IS NULL AND s.expires_at > now() AND s.uses >= s.max_uses",
+        "active": "s.revoked_at IS NULL AND s.expires_at > now() "
+        "AND (s.max_uses IS NULL OR s.uses < s.max_uses)",
+    }
+    if f.state:
+        clauses.append(state_sql[f.state])
+    sql = (
+        f"{_SHARE} WHERE {' AND '.join(clauses)} ORDER BY s.created_at DESC, s.id "
+        f"LIMIT ${len(values) + 1} OFFSET ${len(values) + 2}"
+    )
+    async with connection(pool) as conn:
+        rows = await conn.fetch(sql, *values, limit, offset)
+    return [ShareRow(**dict(r)) for r in rows]

@@ -1,0 +1,234 @@
+"""What a share's recipient opens: the access page at ``/s/{secret}``, the code form at
+``/access``, the challenge, a simple viewer, the download, and sharing further.
+
+The link's token (or the code) is a gate: passing it — and the challenge, when there is
+one — opens a session, whose own secret the pages then live under (``/s/{session}``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from app.access import Right
+from app.deps import ArchiveDep, BaseDep, SharesDep
+from app.errors import FilmlessError, Forbidden, TooManyRequests
+from app.repository import retrieve
+from app.routers.pages import page, print_page, summaries
+from app.routers.shares_api import created_out
+from app.services import audit
+from app.services.audit import Trail, Transaction
+from app.services.download import zip_stream
+from app.services.shares import Access, ShareRequest, narrower, now, principal_for
+from app.state import Archive
+
+router = APIRouter(tags=["Share access"])
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _trail(request: Request, access: Access | None) -> Trail:
+    trail = audit.start(request, Transaction.SHARE_ACCESS)
+    if access is not None:
+        trail.identify(principal_for(access.share))
+    return trail
+
+
+async def _unavailable(archive: Archive, request: Request) -> Response:
+    await audit.commit(archive, _trail(request, None), 404, "unknown, expired, revoked or used-up share")
+    return page("unavailable.html", 404)
+
+
+async def _open(archive: Archive, request: Request, access: Access) -> Response:
+    """The gate is passed: a session (one use), and on to its page."""
+    session = await request.app.state.shares.open_session(access.share)
+    trail = _trail(request, access)
+    trail.touch(studies=access.share.studies)
+    await audit.commit(archive, trail, 303, "share opened")
+    return RedirectResponse(f"/s/{session}", status_code=303)
+
+
+@router.get("/s/{secret}", summary="A share's access page", response_class=Response)
+async def share_page(
+    secret: str, request: Request, archive: ArchiveDep, base: BaseDep, shares: SharesDep
+) -> Response:
+    access = await shares.resolve(secret)
+    if access is None:
+        return await _unavailable(archive, request)
+    if not access.via_session:
+        if access.needs_challenge:
+            return page("challenge.html", challenge=access.share.challenge, action=f"/s/{secret}")
+        return await _open(archive, request, access)
+    share = access.share
+    studies = await summaries(archive, share.studies)
+    trail = _trail(request, access)
+    trail.touch(studies=share.studies, patients=(s["patient_id"] for s in studies))
+    await audit.commit(archive, trail, 200, "access page")
+    return page(
+        "share.html", share=share, studies=studies, page=f"/s/{secret}", root=f"/share/{secret}/dicom-web",
+        dicomweb=f"{base}/share/{secret}/dicom-web", can_download="download" in share.permissions,
+        can_reshare="reshare" in share.permissions,
+    )  # fmt: skip
+
+
+@router.post("/s/{secret}", summary="Answer a share's challenge", response_class=Response)
+async def answer_challenge(
+    secret: str,
+    request: Request,
+    archive: ArchiveDep,
+    shares: SharesDep,
+    answer: Annotated[str, Form(max_length=40)],
+) -> Response:
+    access = await shares.resolve(secret)
+    if access is None or access.share.challenge is None or access.via_session:
+        return await _unavailable(archive, request)
+    return await _challenged(archive, request, access, answer, f"/s/{secret}", None)
+
+
+async def _challenged(
+    archive: Archive, request: Request, access: Access, answer: str, action: str, code: str | None
+) -> Response:
+    shares = request.app.state.shares
+    try:
+        session = await shares.answer(access, answer, _client(request))
+    except (Forbidden, TooManyRequests) as refused:
+        trail = _trail(request, access)
+        await audit.commit(archive, trail, refused.status, refused.message)
+        challenge = access.share.challenge
+        return page("challenge.html", refused.status, challenge=challenge, action=action, code=code,
+                    error=refused.message)  # fmt: skip
+    trail = _trail(request, access)
+    trail.touch(studies=access.share.studies)
+    await audit.commit(archive, trail, 303, "challenge passed")
+    return RedirectResponse(f"/s/{session}", status_code=303)
+
+
+@router.get("/access", summary="The access code form", response_class=Response)
+async def code_form() -> Response:
+    return page("code.html")
+
+
+@router.post("/access", summary="Open a share with its access code", response_class=Response)
+async def enter_code(
+    request: Request,
+    archive: ArchiveDep,
+    shares: SharesDep,
+    code: Annotated[str, Form(max_length=40)],
+    answer: Annotated[str | None, Form(max_length=40)] = None,
+) -> Response:
+    try:
+        access = await shares.enter_code(code, _client(request))
+    except (Forbidden, TooManyRequests) as refused:
+        await audit.commit(archive, _trail(request, None), refused.status, refused.message)
+        return page("code.html", refused.status, error=refused.message)
+    if access.share.challenge is None:
+        return await _open(archive, request, access)
+    if answer is None:
+        return page("challenge.html", challenge=access.share.challenge, action="/access", code=code)
+    return await _challenged(archive, request, access, answer, "/access", code)
+
+
+async def _session(shares: SharesDep, secret: str) -> Access | None:
+    access = await shares.resolve(secret)
+    return None if access is None or access.needs_challenge else access
+
+
+@router.get("/s/{secret}/studies/{study}", summary="A shared study's images", response_class=Response)
+async def study_page(
+    secret: str, study: str, request: Request, archive: ArchiveDep, shares: SharesDep
+) -> Response:
+    access = await _session(shares, secret)
+    if access is None or study not in access.share.studies:
+        return await _unavailable(archive, request)
+    found_studies = await summaries(archive, [study])
+    if not found_studies:
+        return await _unavailable(archive, request)
+    found = found_studies[0]
+    scope = principal_for(access.share).scope
+    uids = await retrieve.instance_uids(archive.pool, scope, study, None)
+    series: dict[str, list[str]] = {}
+    for series_uid, instance_uid in uids:
+        series.setdefault(series_uid, []).append(instance_uid)
+    series_list = [
+        {"uid": uid, "description": f"Series {n}", "images": images}
+        for n, (uid, images) in enumerate(series.items(), start=1)
+    ]
+    trail = _trail(request, access)
+    trail.touch(studies=[study], patients=[found["patient_id"]], owners=[found["hospital"]], count=len(uids))
+    await audit.commit(archive, trail, 200, "study page")
+    return page("study.html", study=found, series_list=series_list, page=f"/s/{secret}",
+                root=f"/share/{secret}/dicom-web")  # fmt: skip
+
+
+@router.get("/s/{secret}/download", summary="Download a share's studies as a ZIP with a DICOMDIR")
+async def download(secret: str, request: Request, archive: ArchiveDep, shares: SharesDep) -> Response:
+    access = await _session(shares, secret)
+    if access is None:
+        return await _unavailable(archive, request)
+    principal = principal_for(access.share)
+    trail = audit.start(request, Transaction.SHARE_DOWNLOAD)
+    trail.identify(principal)
+    if Right.DOWNLOAD not in principal.rights:
+        await audit.commit(archive, trail, 403, "download not permitted")
+        return page("message.html", 403, heading="Download not offered",
+                    message="This share lets you view the images, not download them.")  # fmt: skip
+    await shares.take_use(access.share.id)
+    instances = await retrieve.export(archive.pool, access.share.studies)
+    trail.touch(
+        studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
+        owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
+    )  # fmt: skip
+    await audit.commit(archive, trail, 200, "ZIP download")
+    headers = {"Content-Disposition": 'attachment; filename="images.zip"'}
+    return StreamingResponse(zip_stream(archive, instances), media_type="application/zip", headers=headers)
+
+
+@router.get("/s/{secret}/reshare", summary="Form to share further", response_class=Response)
+async def reshare_form(secret: str, request: Request, archive: ArchiveDep, shares: SharesDep) -> Response:
+    access = await _session(shares, secret)
+    if access is None or "reshare" not in access.share.permissions:
+        return await _unavailable(archive, request)
+    days = max(1, (access.share.expires_at - now()).days)
+    return page("reshare.html", share=access.share, studies=await summaries(archive, access.share.studies),
+                page=f"/s/{secret}", max_days=days)  # fmt: skip
+
+
+@router.post("/s/{secret}/reshare", summary="Share further (a narrower child share)", response_class=Response)
+async def reshare(
+    secret: str,
+    request: Request,
+    archive: ArchiveDep,
+    base: BaseDep,
+    shares: SharesDep,
+    studies: Annotated[list[str], Form()],
+    days: Annotated[int, Form(ge=1)],
+    download: Annotated[str | None, Form()] = None,
+    recipient: Annotated[str | None, Form(max_length=200)] = None,
+    pin: Annotated[str | None, Form(max_length=12)] = None,
+) -> Response:
+    access = await _session(shares, secret)
+    if access is None:
+        return await _unavailable(archive, request)
+    parent = access.share
+    permissions = ["view", "download"] if download == "yes" else ["view"]
+    expires = min(parent.expires_at, now() + dt.timedelta(days=days))
+    asked = ShareRequest(studies, expires, permissions, recipient=recipient or None,
+                         challenge="pin" if pin else None, pin=pin or None)  # fmt: skip
+    trail = _trail(request, access)
+    try:
+        narrower(parent, asked)
+        created = await shares.create(principal_for(parent), asked, parent=parent)
+    except FilmlessError as refused:
+        await audit.commit(archive, trail, refused.status, refused.message)
+        return page("reshare.html", refused.status, share=parent, error=refused.message, page=f"/s/{secret}",
+                    studies=await summaries(archive, parent.studies), max_days=days)  # fmt: skip
+    trail.touch(studies=created.share.studies)
+    await audit.commit(archive, trail, 201, f"created child share {created.share.id}")
+    return await print_page(
+        archive, created_out(created.share, created.token, created.access_code, base), 201
+    )

@@ -1,0 +1,165 @@
+"""Share links for staff under ``/api/shares``: create, list, inspect, revoke, print."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from app.deps import ArchiveDep, BaseDep, Sharer, SharesDep
+from app.errors import NotFound
+from app.repository import shares as repository
+from app.repository.shares import ShareFilter, ShareRow
+from app.routers.pages import print_page
+from app.services import audit
+from app.services.shares import ShareRequest, now
+
+router = APIRouter(prefix="/api/shares", tags=["Shares"])
+
+_UID = r"^[0-9]+(\.[0-9]+)*$"
+
+
+class ShareIn(BaseModel):
+    studies: list[Annotated[str, Field(pattern=_UID, max_length=64)]] = Field(min_length=1, max_length=100)
+    expires_at: dt.datetime = Field(
+        description="Required; at most FILMLESS_SHARE_MAX_DAYS away, with a time zone"
+    )
+    permissions: list[Literal["view", "download", "reshare"]] = Field(default=["view"], min_length=1)
+    max_uses: int | None = Field(default=None, ge=1, description="Gate passes and downloads allowed")
+    recipient: str | None = Field(default=None, max_length=200, description="Who it is for, shown to staff")
+    challenge: Literal["birthdate", "pin"] | None = Field(default=None, description="Asked before access")
+    pin: str | None = Field(default=None, pattern=r"^[0-9]{4,12}$", description="For challenge=pin")
+
+
+class ShareOut(BaseModel):
+    id: str
+    state: str
+    hospital: str
+    created_by: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    max_uses: int | None
+    uses: int
+    permissions: list[str]
+    recipient: str | None
+    challenge: str | None
+    parent_id: str | None
+    revoked_at: dt.datetime | None
+    studies: list[str]
+
+
+class ShareCreated(ShareOut):
+    token: str = Field(description="The link's secret: shown only this once")
+    access_code: str = Field(description="The code typed at /access: shown only this once")
+    page_url: str
+    access_url: str
+    dicomweb_root: str
+
+
+def share_out(share: ShareRow) -> ShareOut:
+    data = {k: v for k, v in asdict(share).items() if k in ShareOut.model_fields}
+    return ShareOut(**data, state=share.state(now()))
+
+
+def created_out(share: ShareRow, token: str, code: str, base: str) -> ShareCreated:
+    return ShareCreated(
+        **share_out(share).model_dump(), token=token, access_code=code, page_url=f"{base}/s/{token}",
+        access_url=f"{base}/access", dicomweb_root=f"{base}/share/{token}/dicom-web",
+    )  # fmt: skip
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Share studies (the secrets are in this response only)",
+    response_model=ShareCreated,
+    responses={
+        201: {"content": {"text/html": {}}, "description": "With Accept: text/html, the printable page"}
+    },
+)
+async def create_share(
+    body: ShareIn, request: Request, archive: ArchiveDep, base: BaseDep, caller: Sharer, shares: SharesDep
+) -> Response:
+    created = await shares.create(caller.principal, ShareRequest(**body.model_dump()))
+    share = created.share
+    caller.trail.event.share_id = share.id
+    caller.trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
+    await audit.commit(archive, caller.trail, 201, f"created share {share.id}")
+    out = created_out(share, created.token, created.access_code, base)
+    if "text/html" in request.headers.get("accept", ""):
+        return await print_page(archive, out, status=201)
+    return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+@router.get("", summary="List shares of the caller's hospital", response_model=list[ShareOut])
+async def list_shares(
+    archive: ArchiveDep,
+    caller: Sharer,
+    study: Annotated[str | None, Query(description="Study Instance UID")] = None,
+    patient: Annotated[str | None, Query(description="PatientID")] = None,
+    creator: Annotated[str | None, Query(description="Subject who created it")] = None,
+    state: Annotated[Literal["active", "expired", "revoked", "exhausted"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ShareOut]:
+    assert caller.principal.hospital_pk is not None
+    f = ShareFilter(caller.principal.hospital_pk, study, patient, creator, state)
+    found = await repository.search(archive.pool, f, limit, offset)
+    await audit.commit(archive, caller.trail, 200, f"{len(found)} shares")
+    return [share_out(s) for s in found]
+
+
+@router.get("/{share_id}", summary="A share and its access history")
+async def get_share(share_id: str, archive: ArchiveDep, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
+    share = await shares.visible(caller.principal, share_id)
+    history = await shares.history(share.id)
+    caller.trail.event.share_id = share.id
+    await audit.commit(archive, caller.trail, 200)
+    events = [
+        {"at": e.at, "transaction": e.transaction, "outcome": e.outcome, "client_address": e.client_address,
+         "user_agent": e.user_agent, "studies": e.study_uids, "instances": e.instances, "bytes": e.bytes,
+         "detail": e.detail}
+        for e in history
+    ]  # fmt: skip
+    return {**share_out(share).model_dump(), "history": events}
+
+
+@router.post("/{share_id}/revoke", summary="Revoke a share and every share minted from it")
+async def revoke_share(
+    share_id: str, archive: ArchiveDep, caller: Sharer, shares: SharesDep
+) -> dict[str, Any]:
+    revoked = await shares.revoke(caller.principal, share_id)
+    caller.trail.event.share_id = share_id
+    await audit.commit(
+        archive, caller.trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
+    )
+    return {"revoked": revoked}
+
+
+@router.post(
+    "/{share_id}/print",
+    summary="The printable access page (with the secrets from the creation response)",
+    response_class=HTMLResponse,
+)
+async def print_share(
+    share_id: str,
+    archive: ArchiveDep,
+    base: BaseDep,
+    caller: Sharer,
+    shares: SharesDep,
+    token: Annotated[str, Form(max_length=100)],
+    access_code: Annotated[str, Form(max_length=40)],
+) -> HTMLResponse:
+    # Secrets are stored only as hashes: the page can be printed only by whoever holds them.
+    share = await shares.visible(caller.principal, share_id)
+    access = await shares.resolve(token)
+    opened = await shares.peek_code(access_code)
+    if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
+        raise NotFound("these secrets do not belong to this share")
+    caller.trail.event.share_id = share.id
+    await audit.commit(archive, caller.trail, 200, "printed")
+    return await print_page(archive, created_out(share, token, access_code, base))

@@ -1,0 +1,264 @@
+"""Share links that replace the CD (see the README's walkthrough).
+
+A share grants access to some studies until it expires, is revoked (with every share
+minted from it) or has been used up. Its link carries a 192-bit token; its printed page an
+access code; either opens a *session* (its own secret) once the optional challenge — the
+patient's birth date or a PIN — is answered. Each gate passed (a session opened) and each
+download counts as one use. Every secret is stored as a keyed hash only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from app.access import Principal, Right
+from app.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from app.repository import audit as audit_repository
+from app.repository import shares as repository
+from app.repository.audit import AuditEvent, AuditFilter
+from app.repository.shares import NewShare, ShareRow
+from app.security.share_secrets import (
+    Hasher,
+    new_access_code,
+    new_share_id,
+    new_token,
+    normalize_answer,
+    normalize_code,
+)
+from app.state import Archive
+
+PERMISSIONS = ("view", "download", "reshare")
+_RIGHTS = {"view": {Right.READ}, "download": {Right.READ, Right.DOWNLOAD}, "reshare": set()}
+
+
+@dataclass(frozen=True)
+class ShareRequest:
+    studies: list[str]
+    expires_at: dt.datetime
+    permissions: list[str]
+    max_uses: int | None = None
+    recipient: str | None = None
+    challenge: str | None = None  # "birthdate" or "pin"
+    pin: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedShare:
+    share: ShareRow
+    token: str
+    access_code: str
+
+
+@dataclass(frozen=True)
+class Access:
+    """A share reached through a secret: the link's token, or a session's."""
+
+    share: ShareRow
+    via_session: bool
+
+    @property
+    def needs_challenge(self) -> bool:
+        return self.share.challenge is not None and not self.via_session
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Shares:
+    def __init__(self, archive: Archive, hasher: Hasher) -> None:
+        self.archive, self.hasher = archive, hasher
+
+    # --- staff ---------------------------------------------------------------------------
+
+    async def create(
+        self, creator: Principal, request: ShareRequest, parent: ShareRow | None = None
+    ) -> CreatedShare:
+        """A new share of ``request.studies``, which must all be visible to ``creator``
+        (or, for a child share, be among ``parent``'s)."""
+        settings = self.archive.settings
+        studies = sorted(set(request.studies))
+        if not 1 <= len(studies) <= 100:
+            raise BadRequest("a share holds 1 to 100 studies")
+        permissions = _permissions(request.permissions)
+        if request.expires_at.tzinfo is None:
+            raise BadRequest("expires_at needs a time zone (e.g. 2026-12-31T23:59:00Z)")
+        latest = now() + dt.timedelta(days=settings.share_max_days)
+        if not now() < request.expires_at <= latest:
+            raise BadRequest(
+                f"expires_at must be in the future and at most {settings.share_max_days} days away"
+            )
+        if request.max_uses is not None and request.max_uses < 1:
+            raise BadRequest("max_uses must be at least 1")
+        if parent is None:
+            hospital, only = creator.scope.filters(cross_hospital=True)
+            found = await repository.shareable(self.archive.pool, studies, hospital, only)
+            missing = sorted(set(studies) - {f["study_instance_uid"] for f in found})
+            if missing:
+                raise NotFound(f"no study {missing[0]}")  # as if absent: existence does not leak
+            hospital_pk = creator.hospital_pk
+        else:
+            found = await repository.shareable(self.archive.pool, studies, None, parent.studies)
+            if len(found) != len(studies):
+                raise Forbidden("a child share can only hold studies of its parent share")
+            hospital_pk = parent.hospital_pk
+        if hospital_pk is None:
+            raise Forbidden("only a member hospital's staff may share")
+        token, code, share_id = new_token(), new_access_code(), new_share_id()
+        challenge_hash = self._challenge_hash(share_id, request, found)
+        await repository.insert(
+            self.archive.pool,
+            NewShare(
+                id=share_id, token_hash=self.hasher.digest("token", token),
+                code_hash=self.hasher.digest("code", code),
+                hospital_pk=hospital_pk, created_by=creator.subject, expires_at=request.expires_at,
+                max_uses=request.max_uses, permissions=permissions, recipient=request.recipient,
+                challenge=request.challenge, challenge_hash=challenge_hash,
+                parent_id=parent.id if parent else None, studies=studies,
+            ),
+        )  # fmt: skip
+        row = await repository.by_id(self.archive.pool, share_id)
+        assert row is not None
+        return CreatedShare(row, token, code)
+
+    def _challenge_hash(
+        self, share_id: str, request: ShareRequest, found: list[dict[str, object]]
+    ) -> bytes | None:
+        if request.challenge is None:
+            return None
+        if request.challenge == "pin":
+            pin = normalize_answer("pin", request.pin or "")
+            if not pin.isdigit() or not 4 <= len(pin) <= 12:
+                raise BadRequest("a PIN is 4 to 12 digits")
+            answer = pin
+        elif request.challenge == "birthdate":
+            dates = {f["patient_birth_date"] for f in found}
+            if len(dates) != 1 or not next(iter(dates)):
+                raise BadRequest("the birth date challenge needs one known birth date for all shared studies")
+            answer = str(next(iter(dates)))
+        else:
+            raise BadRequest("challenge must be 'birthdate' or 'pin'")
+        return self.hasher.digest(f"challenge:{share_id}", answer)
+
+    async def revoke(self, by: Principal, share_id: str) -> list[str]:
+        share = await self.visible(by, share_id)
+        return await repository.revoke(self.archive.pool, share.id, by.subject)
+
+    async def visible(self, by: Principal, share_id: str) -> ShareRow:
+        """A share of the caller's hospital (another hospital's is 404)."""
+        share = await repository.by_id(self.archive.pool, share_id)
+        if share is None or share.hospital_pk != by.hospital_pk:
+            raise NotFound(f"no share {share_id}")
+        return share
+
+    # --- recipients ------------------------------------------------------------------------
+
+    async def resolve(self, secret: str) -> Access | None:
+        """The live share a secret opens, or None (unknown, expired, revoked, used up)."""
+        share = await repository.by_token(self.archive.pool, self.hasher.digest("token", secret))
+        via_session = False
+        if share is None:
+            share = await repository.by_session(self.archive.pool, self.hasher.digest("session", secret))
+            via_session = True
+        if share is None or share.state(now()) != "active":
+            return None
+        return Access(share, via_session)
+
+    async def principal(self, secret: str) -> Principal:
+        """The caller a share secret makes, for DICOMweb (PS3.18 by token)."""
+        access = await self.resolve(secret)
+        if access is None:
+            raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
+        if access.needs_challenge:
+            raise Unauthorized("this share asks for a challenge: open its link in a browser first")
+        return principal_for(access.share)
+
+    async def check_lockout(self, share_id: str | None, client: str | None) -> None:
+        s = self.archive.settings
+        per_share, per_client = await repository.failures(
+            self.archive.pool, share_id, client, s.share_failure_window
+        )
+        if per_share >= s.share_failures_per_share or per_client >= s.share_failures_per_client:
+            raise TooManyRequests("too many failed attempts: try again in a few minutes")
+
+    async def answer(self, access: Access, typed: str, client: str | None) -> str:
+        """Check the challenge answer; open a session and return its secret."""
+        share = access.share
+        await self.check_lockout(share.id, client)
+        assert share.challenge is not None and share.challenge_hash is not None
+        answer = normalize_answer(share.challenge, typed)
+        if not answer or not self.hasher.matches(f"challenge:{share.id}", answer, share.challenge_hash):
+            await repository.record_failure(self.archive.pool, client, share.id)
+            raise Forbidden("that answer does not match")
+        return await self.open_session(share)
+
+    async def enter_code(self, typed: str, client: str | None) -> Access:
+        """The share an access code opens (not yet through its challenge); failures count
+        toward the client's lockout, and look the same whatever the reason."""
+        await self.check_lockout(None, client)
+        code = normalize_code(typed)
+        share = (
+            await repository.by_code(self.archive.pool, self.hasher.digest("code", code)) if code else None
+        )
+        if share is None or share.state(now()) != "active":
+            await repository.record_failure(self.archive.pool, client, share.id if share else None)
+            raise Forbidden("this code does not open any share")
+        return Access(share, via_session=False)
+
+    async def peek_code(self, typed: str) -> ShareRow | None:
+        """The share an access code belongs to, for staff holding it (no lockout)."""
+        code = normalize_code(typed)
+        return await repository.by_code(self.archive.pool, self.hasher.digest("code", code)) if code else None
+
+    async def open_session(self, share: ShareRow) -> str:
+        """A session for a gate passed: one use of the share."""
+        if not await repository.take_use(self.archive.pool, share.id):
+            raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
+        secret = new_token()
+        hours = dt.timedelta(hours=self.archive.settings.share_session_hours)
+        await repository.add_session(
+            self.archive.pool,
+            self.hasher.digest("session", secret),
+            share.id,
+            min(share.expires_at, now() + hours),
+        )
+        return secret
+
+    async def take_use(self, share_id: str) -> None:
+        """One download: refused when the share is used up."""
+        if not await repository.take_use(self.archive.pool, share_id):
+            raise Unauthorized("the share has been used up")
+
+    async def history(self, share_id: str) -> list[AuditEvent]:
+        return await audit_repository.search(self.archive.pool, AuditFilter(share_id=share_id), 500, 0)
+
+
+def principal_for(share: ShareRow) -> Principal:
+    """The caller a share makes: its studies only, with its permissions' rights."""
+    rights = frozenset().union(*(_RIGHTS[p] for p in share.permissions))
+    return Principal(
+        subject=f"share:{share.id}", hospital=None, hospital_pk=None, roles=frozenset(),
+        share_id=share.id, shared_studies=frozenset(share.studies), share_rights=rights,
+    )  # fmt: skip
+
+
+def _permissions(asked: list[str]) -> list[str]:
+    unknown = sorted(set(asked) - set(PERMISSIONS))
+    if unknown or not asked:
+        raise BadRequest(f"permissions are some of {', '.join(PERMISSIONS)}; not {unknown or 'none'}")
+    return [p for p in PERMISSIONS if p in asked or (p == "view" and asked)]
+
+
+def narrower(parent: ShareRow, request: ShareRequest) -> None:
+    """A child share may only narrow its parent: fewer studies, fewer permissions, an
+    earlier expiry, no more uses than the parent has left."""
+    if "reshare" not in parent.permissions:
+        raise Forbidden("this share does not allow sharing further")
+    if request.expires_at > parent.expires_at:
+        raise BadRequest("a child share must expire no later than its parent")
+    extra = set(request.permissions) - set(parent.permissions)
+    if extra:
+        raise BadRequest(f"a child share cannot add permissions: {', '.join(sorted(extra))}")
+    if not set(request.studies) <= set(parent.studies):
+        raise Forbidden("a child share can only hold studies of its parent share")
