@@ -42,6 +42,9 @@ WITH RECURSIVE tree AS (
 UPDATE shares SET revoked_at = now(), revoked_by = $2
 WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL
 RETURNING id"""
+# Expired sessions and failures older than any lockout window serve no purpose.
+DELETE_EXPIRED_SESSIONS = "DELETE FROM share_sessions WHERE expires_at < now()"
+DELETE_OLD_FAILURES = "DELETE FROM share_failures WHERE at < now() - make_interval(secs => $1)"
 INSERT_FAILURE = "INSERT INTO share_failures (client_address, share_id) VALUES ($1, $2)"
 COUNT_FAILURES = """
 SELECT
@@ -159,6 +162,12 @@ async def revoke(pool: Pool, share_id: str, by: str) -> list[str]:
     """Revoke a share and its descendants; the ids revoked now."""
     async with transaction(pool) as conn:
         return [r["id"] for r in await conn.fetch(REVOKE, share_id, by)]
+
+
+async def tidy(pool: Pool, failure_window: int) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(DELETE_EXPIRED_SESSIONS)
+        await conn.execute(DELETE_OLD_FAILURES, failure_window)
 
 
 async def record_failure(pool: Pool, client: str | None, share_id: str | None) -> None:

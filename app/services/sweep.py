@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.repository import instances
+from app.repository import instances, shares
 from app.services.delete import collect_garbage
 from app.state import Archive
 
@@ -16,6 +16,7 @@ async def sweep_once(archive: Archive) -> int:
     removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
     if removed:
         log.info("sweep removed %d abandoned pending writes", removed)
+    await shares.tidy(archive.pool, archive.settings.share_failure_window)
     collected = await collect_garbage(archive)
     if collected:
         log.info("sweep removed %d objects of deleted instances", collected)

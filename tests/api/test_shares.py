@@ -293,3 +293,21 @@ async def test_the_printable_page(served: ArchiveUnderTest, studies):
         f"/api/shares/{share_id}/print", data={"token": token, "access_code": "AAAA-AAAA-AAAA"}
     )
     assert wrong.status_code == 404
+
+
+async def test_the_sweep_removes_expired_sessions_and_old_failures(served: ArchiveUnderTest, studies):
+    from app.services.sweep import sweep_once
+
+    share = await _create(served, [studies["ct"][0].study])
+    async with _anonymous(served) as browser:
+        await _open(browser, share["token"])
+        await browser.post("/access", data={"code": "AAAA-AAAA-AAAA"})
+    conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
+    try:
+        await conn.execute("UPDATE share_sessions SET expires_at = now() - interval '1 second'")
+        await conn.execute("UPDATE share_failures SET at = now() - interval '1 day'")
+        await sweep_once(served.archive)
+        assert await conn.fetchval("SELECT count(*) FROM share_sessions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM share_failures") == 0
+    finally:
+        await conn.close()
