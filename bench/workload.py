@@ -1,0 +1,248 @@
+"""The read workload: QIDO-RS searches and WADO-RS retrievals, each figure a list of
+requests drawn from the stored studies with an RNG seeded by the figure's name, so every
+target answers exactly the same requests in the same order."""
+
+from __future__ import annotations
+
+import calendar
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench.corpus import DAYS, FIRST_DAY, MODALITIES, Series, Study
+from bench.measure import Measurement, Plan, Unavailable, repeat
+from bench.targets import Target
+
+JSON = "application/dicom+json"
+ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+ACCEPT_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+#: Page size of filtered study searches: a worklist's first page (OHIF asks for 101).
+PAGE = 100
+FRAMES_PER_REQUEST = 10
+
+
+@dataclass(frozen=True)
+class LargeRef:
+    """The stored multi-frame instance the frame figures read."""
+
+    study: str
+    series: str
+    instance: str
+    frames: int
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a target holds that the reads may ask for."""
+
+    studies: Sequence[Study]
+    #: ``limit`` of the "all studies" search: at least every study of the corpus.
+    all_limit: int
+    large: LargeRef | None = None
+
+
+@dataclass(frozen=True)
+class Read:
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    accept: str = JSON
+    #: Fetch once for the ETag, then time a conditional request that should be a 304.
+    revalidate: bool = False
+
+
+class Draw:
+    """Random choices for one figure: studies without replacement (reshuffled when all
+    have been used), so "cold" requests do not hit what the previous one warmed."""
+
+    def __init__(self, catalog: Catalog, rng: random.Random) -> None:
+        self.catalog, self.rng = catalog, rng
+        self._queue: list[Study] = []
+
+    def study(self) -> Study:
+        if not self._queue:
+            self._queue = list(self.catalog.studies)
+            self.rng.shuffle(self._queue)
+        return self._queue.pop()
+
+    def series(self) -> tuple[Study, Series]:
+        study = self.study()
+        return study, self.rng.choice(study.series)
+
+    def large(self) -> LargeRef:
+        if self.catalog.large is None:
+            raise Unavailable("no large instance")
+        return self.catalog.large
+
+
+Builder = Callable[[Draw], Read]
+
+
+def _studies(*params: tuple[str, str]) -> Read:
+    return Read("/studies", (*params, ("limit", str(PAGE))))
+
+
+def _month(draw: Draw) -> Read:
+    day = FIRST_DAY.toordinal() + draw.rng.randrange(DAYS)
+    first = FIRST_DAY.fromordinal(day).replace(day=1)
+    last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return _studies(("StudyDate", f"{first:%Y%m%d}-{last:%Y%m%d}"))
+
+
+def _year(draw: Draw) -> Read:
+    year = FIRST_DAY.year + draw.rng.randrange(DAYS // 365)
+    return _studies(("StudyDate", f"{year}0101-{year}1231"))
+
+
+def _name_prefix(draw: Draw) -> Read:
+    family = draw.study().patient_name.split("^")[0]
+    return _studies(("PatientName", family[:3] + "*"))
+
+
+def _instance_path(draw: Draw) -> str:
+    study, series = draw.series()
+    return f"/studies/{study.uid}/series/{series.uid}/instances/{draw.rng.choice(series.instances)}"
+
+
+def _large_frames(draw: Draw, count: int) -> Read:
+    large = draw.large()
+    frames = sorted(draw.rng.sample(range(1, large.frames + 1), count))
+    path = f"/studies/{large.study}/series/{large.series}/instances/{large.instance}/frames/"
+    return Read(path + ",".join(map(str, frames)), accept=ACCEPT_FRAMES)
+
+
+def _series_instances(draw: Draw) -> Read:
+    study, series = draw.series()
+    return Read(f"/studies/{study.uid}/series/{series.uid}/instances")
+
+
+def _series_metadata(draw: Draw, revalidate: bool) -> Read:
+    study, series = draw.series()
+    return Read(f"/studies/{study.uid}/series/{series.uid}/metadata", revalidate=revalidate)
+
+
+#: QIDO-RS figures (PS3.18 §10.6), in report order.
+QIDO: dict[str, Builder] = {
+    "qido.patient_id": lambda d: _studies(("PatientID", d.study().patient_id)),
+    "qido.accession": lambda d: _studies(("AccessionNumber", d.study().accession_number)),
+    "qido.month": _month,
+    "qido.year": _year,
+    "qido.name_prefix": _name_prefix,
+    "qido.modalities": lambda d: Read(
+        "/studies", (("ModalitiesInStudy", d.rng.choice(MODALITIES)), ("limit", "10"))
+    ),
+    "qido.all": lambda d: Read("/studies", (("limit", str(d.catalog.all_limit)),)),
+    "qido.series": lambda d: Read(f"/studies/{d.study().uid}/series"),
+    "qido.instances": _series_instances,
+    "qido.includefield": lambda d: _studies(("PatientID", d.study().patient_id), ("includefield", "all")),
+}
+
+#: WADO-RS figures (PS3.18 §10.4), in report order.
+WADO: dict[str, Builder] = {
+    "wado.study": lambda d: Read(f"/studies/{d.study().uid}", accept=ACCEPT_DICOM),
+    "wado.study_metadata": lambda d: Read(f"/studies/{d.study().uid}/metadata"),
+    "wado.study_metadata_304": lambda d: Read(f"/studies/{d.study().uid}/metadata", revalidate=True),
+    "wado.series_metadata": lambda d: _series_metadata(d, revalidate=False),
+    "wado.series_metadata_304": lambda d: _series_metadata(d, revalidate=True),
+    "wado.instance": lambda d: Read(_instance_path(d), accept=ACCEPT_DICOM),
+    "wado.frame": lambda d: Read(_instance_path(d) + "/frames/1", accept=ACCEPT_FRAMES),
+    "wado.large_frame": lambda d: _large_frames(d, 1),
+    "wado.large_frames": lambda d: _large_frames(d, FRAMES_PER_REQUEST),
+}
+
+
+@dataclass
+class Reader:
+    """Times one request at a time on a keep-alive client, remembering result counts
+    (JSON arrays) or body sizes, so targets can be checked to answer alike."""
+
+    client: httpx.Client
+    target: Target
+    sizes: list[int] = field(default_factory=list)
+
+    def __call__(self, read: Read) -> float:
+        url = self.target.url(read.path, read.params)
+        headers = {"Accept": read.accept}
+        if read.revalidate:
+            headers["If-None-Match"] = self._etag(url, headers)
+        began = time.perf_counter()
+        response = self.client.get(url, headers=headers)
+        elapsed = time.perf_counter() - began
+        if read.revalidate:
+            if response.status_code != 304:
+                raise Unavailable(f"{response.status_code} to If-None-Match")
+        else:
+            _expect_success(response)
+            self.sizes.append(_size(response))
+        return elapsed * 1000
+
+    def _etag(self, url: str, headers: dict[str, str]) -> str:
+        response = self.client.get(url, headers=headers)
+        _expect_success(response)
+        etag: str | None = response.headers.get("etag")
+        if etag is None:
+            raise Unavailable("no ETag")
+        return etag
+
+
+def _expect_success(response: httpx.Response) -> None:
+    # A missing feature (404, 406) or a failure is that figure's n/a, never the run's end.
+    if response.status_code != 200:
+        raise Unavailable(str(response.status_code))
+
+
+def _size(response: httpx.Response) -> int:
+    if response.headers.get("content-type", "").startswith(("application/dicom+json", "application/json")):
+        return len(response.json())
+    return len(response.content)
+
+
+def measure_ping(target: Target, plan: Plan) -> Measurement:
+    """The round trip to the server's health check: what any request costs at least."""
+    if target.ping is None:
+        return Measurement(unavailable="n/a (no health check)")
+    url = target.ping
+    with target.client() as client:
+
+        def probe(_: int) -> float:
+            began = time.perf_counter()
+            response = client.get(url)
+            elapsed = time.perf_counter() - began
+            _expect_success(response)
+            return elapsed * 1000
+
+        measurement = repeat(plan, probe)
+    print(f"  {target.name:<14} {'http.ping':<26} {_brief(measurement)}", flush=True)
+    return measurement
+
+
+def measure_reads(
+    target: Target, figures: dict[str, Builder], catalog: Catalog, plan: Plan, seed: int
+) -> dict[str, Measurement]:
+    """Every figure of ``figures`` on ``target``, one after the other."""
+    results = {}
+    with target.client() as client:
+        for key, build in figures.items():
+            # Seeded per figure: every target gets the same requests (not a secret).
+            draw = Draw(catalog, random.Random(f"{seed}:{key}"))  # noqa: S311
+            try:
+                reads = [build(draw) for _ in range(plan.runs)]
+            except Unavailable as unavailable:
+                results[key] = Measurement(unavailable=f"n/a ({unavailable.reason})")
+                continue
+            reader = Reader(client, target)
+            measurement = repeat(plan, lambda index: reader(reads[index]))  # noqa: B023
+            if reader.sizes and measurement.samples:
+                # Results per search (or bytes per retrieval) of the measured requests.
+                measurement.detail["sizes"] = reader.sizes[-len(measurement.samples) :]
+            results[key] = measurement
+            print(f"  {target.name:<14} {key:<26} {_brief(measurement)}", flush=True)
+    return results
+
+
+def _brief(measurement: Measurement) -> str:
+    if measurement.median is None:
+        return measurement.unavailable or "n/a"
+    return f"median {measurement.median:8.2f} ms over {len(measurement.samples)}"
