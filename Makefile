@@ -33,8 +33,8 @@ test-fast: $(VENV)/.test
 	$(BIN)/pytest -m "not slow"
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy app
 
 ## Regenerate openapi/openapi.json from the application.
@@ -45,6 +45,21 @@ openapi: $(VENV)/.runtime
 ## Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--studies 20 --scale 100000".
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## End to end: the OHIF viewer (npm @ohif/app, prebuilt) in headless Chromium, on its own
+## origin, against a live archive. Needs Node.js, npm and Chromium (/usr/bin/chromium:
+## apt-get install -y chromium); installs the rest into tests/e2e with npm.
+E2E := tests/e2e
+.PHONY: test-e2e
+test-e2e: $(VENV)/.test $(E2E)/node_modules/.package-lock.json $(E2E)/viewer/VERSION
+	FILMLESS_E2E=1 $(BIN)/pytest $(E2E)
+
+$(E2E)/node_modules/.package-lock.json: $(E2E)/package.json $(E2E)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test-e2e needs Node.js and npm"; exit 1; }
+	cd $(E2E) && npm ci --no-audit --no-fund
+
+$(E2E)/viewer/VERSION: $(E2E)/package.json $(E2E)/fetch-viewer.mjs
+	cd $(E2E) && node fetch-viewer.mjs
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.share_gateway import ShareGateway
 from app.state import Archive
 from app.storage.factory import open_store
-from app.web import install_error_handlers
+from app.web import CatchUnexpected, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(CatchUnexpected)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

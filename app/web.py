@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import FilmlessError, RangeNotSatisfiable, Unauthorized
 from app.services import audit
@@ -33,7 +34,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FilmlessError)
     async def archive_error(request: Request, exc: FilmlessError) -> JSONResponse:
         if exc.status >= 500:
-            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+            log.warning("%s %s: %s", request.method, audit.redact(request.url.path), exc.message)
         await _audit_failure(request, exc.status, exc.message)
         response = error_response(exc.status, exc.message)
         if isinstance(exc, RangeNotSatisfiable):
@@ -52,11 +53,35 @@ def install_error_handlers(app: FastAPI) -> None:
         await _audit_failure(request, 400, problems or "invalid request")
         return error_response(400, problems or "invalid request")
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
-        await _audit_failure(request, 500, "internal error")
-        return error_response(500, "internal error")
+
+class CatchUnexpected:
+    """Answers an unexpected exception with a 500 *inside* the CORS middleware (Starlette's
+    own error handler sits outside it, so a browser would see a CORS failure instead of
+    the error), and records the failed request in the audit trail."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("%s %s failed", scope["method"], audit.redact(scope["path"]))
+            if started:
+                raise  # a streamed response cannot change its status any more
+            request = Request(scope)
+            await _audit_failure(request, 500, "internal error")
+            await error_response(500, "internal error")(scope, receive, send)
 
 
 def _challenge(exc: Unauthorized) -> str:

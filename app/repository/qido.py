@@ -60,6 +60,18 @@ MATCH_COLUMNS: dict[str, str] = {
 ARRAY_TAGS = frozenset({"00080061", "00400009", "00401001"})
 
 # The columns each level returns (PS3.18 Table 10.6.3-3), and the level they belong to.
+_JOINED = {
+    Level.STUDY: ("p.", "st."),
+    Level.SERIES: ("p.", "st.", "se."),
+    Level.INSTANCE: ("p.", "st.", "se.", "i."),
+}
+
+
+def columns_at(level: Level) -> frozenset[str]:
+    """The tags whose columns a query at ``level`` can select (its tables are joined)."""
+    return frozenset(t for t, c in COLUMNS.items() if c.startswith(_JOINED[level]))
+
+
 _STUDY_TAGS = [t for t, c in COLUMNS.items() if c.startswith(("p.", "st."))]
 _SERIES_TAGS = [t for t, c in COLUMNS.items() if c.startswith("se.")]
 _INSTANCE_TAGS = [t for t, c in COLUMNS.items() if c.startswith("i.")]

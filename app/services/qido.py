@@ -15,7 +15,7 @@ from app.dicom.levels import Level
 from app.dicom.modules import belongs_to
 from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
-from app.repository.qido import COLUMNS, TAGS_BY_LEVEL
+from app.repository.qido import TAGS_BY_LEVEL, columns_at
 from app.scope import Scope
 from app.state import Archive
 
@@ -58,7 +58,8 @@ async def search(
         scope=path_uids,
     )
     tags = _returned_tags(query)
-    extra = sorted(t for t in query.include if t not in COLUMNS)
+    # Asked-for attributes the level's tables do not hold come from the stored instance.
+    extra = sorted(t for t in query.include if t not in tags)
     rows = await repository.search(archive.pool, access, query, tags, extra if extra else None)
     more = len(rows) > query.limit
     rows = rows[: query.limit]
@@ -72,17 +73,15 @@ async def search(
 def _returned_tags(query: QidoQuery) -> list[str]:
     """The level's default attributes (PS3.18 Table 10.6.3-3), those of the levels above
     when the resource path does not fix them, and the indexed ones asked for."""
-    levels = [query.level]
-    if query.level >= Level.SERIES and "0020000E" not in query.scope:
-        levels.insert(0, Level.SERIES)
-        if "0020000D" not in query.scope:
-            levels.insert(0, Level.STUDY)
+    fixed = {Level.STUDY: "0020000D" in query.scope, Level.SERIES: "0020000E" in query.scope}
+    levels = [lvl for lvl in Level if lvl == query.level or (lvl < query.level and not fixed[lvl])]
     tags = [t for lvl in levels for t in TAGS_BY_LEVEL[lvl]]
     # The UIDs of the enclosing levels are always returned: clients build URLs from them.
     for uid_tag in ("0020000D", "0020000E"):
         if BY_TAG[uid_tag].level < query.level and uid_tag not in tags:
             tags.append(uid_tag)
-    tags.extend(t for t in sorted(query.include) if t in COLUMNS and t not in tags)
+    available = columns_at(query.level)
+    tags.extend(t for t in sorted(query.include) if t in available and t not in tags)
     return tags
 
 

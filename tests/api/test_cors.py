@@ -54,3 +54,14 @@ async def test_other_origins_are_not_allowed(served: ArchiveUnderTest):
         headers={"Origin": "http://evil.example.test", "Access-Control-Request-Method": "GET"},
     )
     assert preflight.status_code == 400
+
+
+async def test_an_unexpected_error_is_a_500_a_browser_can_read(served: ArchiveUnderTest):
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    served.app.add_api_route("/broken-for-test", broken)
+    response = await served.client.get("/broken-for-test", headers={"Origin": VIEWER})
+    assert response.status_code == 500
+    assert response.json() == {"status": 500, "message": "internal error"}
+    assert response.headers["access-control-allow-origin"] == VIEWER

@@ -301,3 +301,15 @@ async def test_includefield_all_returns_each_levels_attributes(client, corpus):
     assert "00180050" in instance and "00280030" in instance  # SliceThickness, PixelSpacing
     assert "7FE00010" not in instance  # never bulk data
     assert all("BulkDataURI" not in v for v in instance.values())
+
+
+async def test_includefield_of_a_lower_level_comes_from_the_stored_instance(client, corpus):
+    """OHIF's study list asks for Modality (a series attribute) at study level."""
+    params = {"includefield": "00081030,00080060,00080090,00100030", "limit": 101, "fuzzymatching": "false"}
+    matches = await _search(client, "studies", **params)
+    assert len(matches) == 3
+    assert all(m["00080060"]["Value"][0] in ("CT", "MR") for m in matches)
+    (series,) = await _search(
+        client, "series", SeriesInstanceUID=corpus["c1"].series, includefield="00200013"
+    )
+    assert series["00200013"]["Value"] == [int(corpus["c1"].dataset.InstanceNumber)]

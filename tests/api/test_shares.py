@@ -32,7 +32,8 @@ def _later(**delta: int) -> str:
 @pytest_asyncio.fixture(loop_scope="session")
 async def studies(served: ArchiveUnderTest) -> dict[str, list[Sample]]:
     ct = [make_sample("ct", **PATIENT, StudyDescription="CT chest", InstanceNumber=1)]
-    ct.append(make_sample("ct", study=ct[0].study, series=ct[0].series, InstanceNumber=2, **PATIENT))
+    ct.append(make_sample("ct", study=ct[0].study, series=ct[0].series, InstanceNumber=2, **PATIENT,
+                          StudyDescription="CT chest"))  # fmt: skip
     mr = [make_sample("jpeg", **PATIENT, StudyDescription="Echo")]
     other = [make_sample("mr", **PATIENT, StudyDescription="Not shared")]
     body, ctype = multipart_body(s.data for s in ct + mr + other)
