@@ -3,6 +3,7 @@ configured keys, map its claims to roles, and resolve the caller's member hospit
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -16,6 +17,11 @@ from app.settings import Settings
 
 #: Seconds a hospital code -> key lookup is remembered (hospitals are added, not changed).
 _HOSPITAL_TTL = 60.0
+#: A verified token's claims are remembered this long (never past its expiry): a viewer
+#: sends the same token with hundreds of requests, and verifying a signature costs more
+#: than the rest of a small request. Bounded in size.
+_VERIFIED_TTL = 60.0
+_VERIFIED_MAX = 10_000
 
 
 class Authenticator:
@@ -29,6 +35,7 @@ class Authenticator:
             settings.role_regional: Role.REGIONAL,
         }
         self._hospitals: dict[str, tuple[int, float]] = {}
+        self._verified: dict[bytes, tuple[dict[str, Any], float]] = {}
 
     async def principal(self, token: str) -> Principal:
         claims = await self.claims(token)
@@ -41,6 +48,20 @@ class Authenticator:
         return Principal(subject, code, await self._hospital_pk(code), self._roles(claims))
 
     async def claims(self, token: str) -> dict[str, Any]:
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        claims = await self._verify(token)
+        exp = claims.get("exp")
+        remaining = float(exp) - time.time() if isinstance(exp, int | float) else 0.0
+        if remaining > 0:
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[digest] = (claims, time.monotonic() + min(_VERIFIED_TTL, remaining))
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         s = self.settings
         try:
             key = await self.keys.key(jwt.header(token).get("kid"))

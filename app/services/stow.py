@@ -32,6 +32,9 @@ from app.storage.base import CHUNK_SIZE, new_key
 
 log = logging.getLogger(__name__)
 
+#: Instances of one request stored at once.
+_CONCURRENCY = 4
+
 _REFUSALS = {
     Outcome.DIFFERENT: FailureReason.DUPLICATE_SOP_INSTANCE,
     Outcome.IN_PROGRESS: FailureReason.PROCESSING_FAILURE,
@@ -76,7 +79,21 @@ async def store(
         chunks, media, settings.spool_path, settings.max_part_size, settings.max_request_size, on_part=_parse
     )
     try:
-        results = [await _store_one(archive, trail, part, parsed, study) for part, parsed in spooled]
+        # A few instances at a time: each waits on the database and the object store.
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(part: SpooledPart, parsed: ParsedInstance | HeaderError) -> InstanceResult:
+            async with gate:
+                return await _store_one(archive, trail, part, parsed, study)
+
+        # A task group: if one fails (the store is down), the others are cancelled, and
+        # undo their writes, before the spool files go.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(part, parsed)) for part, parsed in spooled]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        results = [task.result() for task in tasks]
     finally:
         for part, _ in spooled:
             with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,28 +69,70 @@ async def _conversion(
     )
 
 
+#: Objects fetched ahead of the one being sent: an object store answers each GET after a
+#: round trip, so a study of many small instances would otherwise wait on each in turn.
+_PREFETCH = 4
+#: Objects up to this size are read whole when fetched ahead; larger ones just opened.
+_SMALL = 1 << 20
+
+
 async def _instance_parts(
     archive: Archive, plan: list[tuple[StoredObject, Renderable | None]], first: BlobReader | None
 ) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-    for index, (obj, conversion) in enumerate(plan):
-        location = _instance_path(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
-        if conversion is not None:
-            headers = {"Content-Type": f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"}
-            yield {**headers, "Content-Location": location}, transcoded(archive, conversion)
-            continue
-        if index == 0 and first is not None:
-            reader = first
-        else:
-            try:
-                reader = await archive.store.open(obj.object_key)
-            except ObjectNotFound:
+    ahead: dict[int, asyncio.Task[BlobReader | bytes | None]] = {}
+
+    def fetch_ahead(start: int) -> None:
+        for index in range(start, min(start + _PREFETCH, len(plan))):
+            obj, conversion = plan[index]
+            if conversion is None and index not in ahead and not (index == 0 and first is not None):
+                ahead[index] = asyncio.create_task(_fetch(archive, obj))
+
+    try:
+        for index, (obj, conversion) in enumerate(plan):
+            fetch_ahead(index)
+            location = _instance_path(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
+            if conversion is not None:
+                headers = {"Content-Type": f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"}
+                yield {**headers, "Content-Location": location}, transcoded(archive, conversion)
+                continue
+            content = first if index == 0 and first is not None else await ahead.pop(index)
+            if content is None:
                 continue  # deleted while the response was streaming: no longer part of it
-        headers = {
-            "Content-Type": f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}",
-            "Content-Length": str(obj.size),
-            "Content-Location": location,
-        }
-        yield headers, drain(reader)
+            headers = {
+                "Content-Type": f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}",
+                "Content-Length": str(obj.size),
+                "Content-Location": location,
+            }
+            yield headers, (_bytes(content) if isinstance(content, bytes) else drain(content))
+    finally:
+        await _abandon(ahead)
+
+
+async def _fetch(archive: Archive, obj: StoredObject) -> BlobReader | bytes | None:
+    try:
+        reader = await archive.store.open(obj.object_key)
+    except ObjectNotFound:
+        return None
+    if obj.size > _SMALL:
+        return reader
+    return b"".join([chunk async for chunk in drain(reader)])
+
+
+async def _bytes(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _abandon(ahead: dict[int, asyncio.Task[BlobReader | bytes | None]]) -> None:
+    """Stop what was fetched ahead for a response that ended early (a client gone)."""
+    for task in ahead.values():
+        task.cancel()
+    for task in ahead.values():
+        try:
+            result = await task
+        except (asyncio.CancelledError, Exception):  # noqa: S112 - only cleaning up
+            continue
+        if result is not None and not isinstance(result, bytes):
+            await result.aclose()
 
 
 async def single_object(
