@@ -121,9 +121,18 @@ def _load_or_create(path: Path) -> str:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a temporary name, then linked in: several worker processes may
+    # start at once, and exactly one key must win, complete, for all of them.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(pem)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return path.read_text()  # another process created it first
+    finally:
+        temporary.unlink()
     log.info("created a local token signing key at %s", path)
     return pem
 
