@@ -19,7 +19,19 @@ from app.errors import FilmlessError
 from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
-from app.routers import admin, delete, health, qido, rendered, share_pages, shares_api, stow, wado, wado_uri
+from app.routers import (
+    admin,
+    delete,
+    health,
+    pages,
+    qido,
+    rendered,
+    share_pages,
+    shares_api,
+    stow,
+    wado,
+    wado_uri,
+)
 from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.security.share_secrets import Hasher
@@ -80,7 +92,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Content-Type", "Content-Length", "Content-Range", "ETag", "Warning", "Location"],
             max_age=settings.cors_max_age,
         )
-    for module in (health, stow, qido, wado, rendered, wado_uri, delete, admin, shares_api, share_pages):
+    for module in (
+        health,
+        stow,
+        qido,
+        wado,
+        rendered,
+        wado_uri,
+        delete,
+        admin,
+        shares_api,
+        share_pages,
+        pages,
+    ):
         app.include_router(module.router)
     # Outermost: share paths are rewritten before anything else sees them.
     app.add_middleware(ShareGateway)

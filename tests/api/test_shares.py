@@ -312,3 +312,9 @@ async def test_the_sweep_removes_expired_sessions_and_old_failures(served: Archi
         assert await conn.fetchval("SELECT count(*) FROM share_failures") == 0
     finally:
         await conn.close()
+
+
+async def test_the_pages_stylesheet_is_served(served: ArchiveUnderTest):
+    response = await served.client.get("/assets/share.css")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
+    assert "@media print" in response.text
