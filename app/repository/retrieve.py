@@ -190,14 +190,7 @@ async def instance_uids(pool: Pool, scope: Scope, study: str, series: str | None
 
 
 @dataclass(frozen=True)
-class Exported(Owner):
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    object_key: str
-    size: int
+class Exported(StoredObject):
     metadata: str
 
 

@@ -20,6 +20,7 @@ from app.access import Principal
 from app.dicom.audit_message import audit_message
 from app.repository import audit as repository
 from app.repository.audit import AuditEvent
+from app.repository.retrieve import Owner
 from app.scope import Scope
 from app.state import Archive
 
@@ -82,6 +83,11 @@ class Trail:
         e.owner_hospitals = _merged(e.owner_hospitals, owners)
         e.instances += count
         e.bytes += size
+
+    def touch_instance(self, study: str, series: str, instance: str, owner: Owner) -> None:
+        """One instance accessed (a frame, a bulk value, a rendering)."""
+        self.touch(studies=[study], series=[series], instances=[instance], patients=[owner.patient_id],
+                   owners=[owner.hospital], count=1)  # fmt: skip
 
     def child(self, transaction: Transaction) -> AuditEvent:
         """A separate event of this request's caller (one per stored instance)."""

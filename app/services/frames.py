@@ -52,8 +52,7 @@ async def frames(
     stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
-    trail.touch(studies=[study], series=[series], instances=[instance], patients=[stored.patient_id],
-                owners=[stored.hospital], count=1)  # fmt: skip
+    trail.touch_instance(study, series, instance, stored)
     pixel = stored.pixel
     if pixel is None:
         raise NotFound(f"instance {instance} has no pixel data")

@@ -30,8 +30,7 @@ async def _renderable(archive: Archive, trail: Trail, study: str, series: str, i
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
     if item.stored.pixel is None:
         raise NotAcceptable(f"instance {instance} has no pixel data to render")
-    trail.touch(studies=[study], series=[series], instances=[instance], patients=[item.stored.patient_id],
-                owners=[item.stored.hospital], count=1)  # fmt: skip
+    trail.touch_instance(study, series, instance, item.stored)
     return item
 
 
@@ -212,7 +211,6 @@ async def uri_image(
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
     if item.stored.pixel is None:
         return None
-    trail.touch(studies=[study], series=[series], instances=[instance], patients=[item.stored.patient_id],
-                owners=[item.stored.hospital], count=1)  # fmt: skip
+    trail.touch_instance(study, series, instance, item.stored)
     image = await render_frame(archive, item, options.frame_number or 1, media_type, options, False)
     return _single(image, media_type)

@@ -209,8 +209,7 @@ async def bulkdata(
     stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(_missing(study, series, instance))
-    trail.touch(studies=[study], series=[series], instances=[instance], patients=[stored.patient_id],
-                owners=[stored.hospital], count=1)  # fmt: skip
+    trail.touch_instance(study, series, instance, stored)
     path = path.upper()
     if path == PIXEL_DATA_PATH and stored.pixel is not None:
         frames = frame_ranges(stored.pixel)
