@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.embedded import start_embedded_postgres
+from app.embedded import open_embedded_postgres
 from app.errors import FilmlessError
 from app.repository import hospitals
 from app.repository.database import create_pool
@@ -118,7 +118,9 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     if settings.database_url is not None:
         dsn = settings.database_url.get_secret_value()
     else:
-        dsn = await start_embedded_postgres(settings.data_dir)
+        dsn, release = await open_embedded_postgres(settings.data_dir)
+        # Pushed before the pool, so it runs after the pool is closed.
+        stack.push_async_callback(asyncio.to_thread, release)
     pool = await create_pool(dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max)
     stack.push_async_callback(pool.close)
     if settings.auto_migrate:
@@ -137,8 +139,7 @@ async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack)
         stack.push_async_callback(keys.close)
     if isinstance(keys, LocalIssuer):
         # Development and the embedded default: the archive is its own token issuer.
-        if not await hospitals.every(archive.pool):
-            await hospitals.add(archive.pool, "LOCAL", "Local hospital")
+        await hospitals.add_first(archive.pool, "LOCAL", "Local hospital")
         log.info(
             "tokens are signed locally (%s); get one with: filmless token --hospital LOCAL "
             "--role reader --role uploader --role admin",

@@ -54,6 +54,20 @@ async def transaction(pool: Pool) -> AsyncIterator[asyncpg.Connection]:
         yield conn
 
 
+@asynccontextmanager
+async def try_lock(pool: Pool, lock_id: int) -> AsyncIterator[bool]:
+    """Hold the session advisory lock ``lock_id`` for the block if no other session holds
+    it; yields whether it is held. The lock goes with its connection, so a process that
+    dies cannot leave it taken."""
+    async with connection(pool) as conn:
+        held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_id))
+        try:
+            yield held
+        finally:
+            if held:
+                await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
+
+
 async def ping(pool: Pool) -> None:
     async with connection(pool) as conn:
         await conn.fetchval("SELECT 1")

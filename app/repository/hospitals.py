@@ -10,6 +10,12 @@ from app.repository.database import Pool, connection
 INSERT = """
 INSERT INTO hospitals (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING
 RETURNING pk, code, name, created_at"""
+# One statement: of several processes starting at once on an empty table, one inserts
+# and the others find the row (or conflict on the code and do nothing).
+INSERT_FIRST = """
+INSERT INTO hospitals (code, name) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM hospitals)
+ON CONFLICT (code) DO NOTHING
+RETURNING pk, code, name, created_at"""
 SELECT_BY_CODE = "SELECT pk, code, name, created_at FROM hospitals WHERE code = $1"
 SELECT_ALL = "SELECT pk, code, name, created_at FROM hospitals ORDER BY code"
 
@@ -26,6 +32,13 @@ async def add(pool: Pool, code: str, name: str) -> Hospital | None:
     """The new hospital, or None when the code is taken."""
     async with connection(pool) as conn:
         row = await conn.fetchrow(INSERT, code, name)
+    return Hospital(**dict(row)) if row else None
+
+
+async def add_first(pool: Pool, code: str, name: str) -> Hospital | None:
+    """Add a hospital only when there is none yet; the new one, or None."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(INSERT_FIRST, code, name)
     return Hospital(**dict(row)) if row else None
 
 

@@ -6,21 +6,33 @@ import asyncio
 import logging
 
 from app.repository import instances, shares
+from app.repository.database import try_lock
 from app.services.delete import collect_garbage
 from app.state import Archive
 
 log = logging.getLogger(__name__)
 
+#: An arbitrary constant naming the "sweep" advisory lock.
+SWEEP_LOCK_ID = 0x46494C53
+
 
 async def sweep_once(archive: Archive) -> int:
-    removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
-    if removed:
-        log.info("sweep removed %d abandoned pending writes", removed)
-    await shares.tidy(archive.pool, archive.settings.share_failure_window)
-    collected = await collect_garbage(archive)
-    if collected:
-        log.info("sweep removed %d objects of deleted instances", collected)
-    return removed
+    """One sweep; skipped (0) while another process sweeps the same database. Every worker
+    of a server runs the sweep, and they start together: the pending-write sweep alone would
+    be safe side by side (rows are taken with SKIP LOCKED), but garbage collection would
+    delete the same objects twice, so one sweep at a time does the work."""
+    async with try_lock(archive.pool, SWEEP_LOCK_ID) as held:
+        if not held:
+            log.debug("another process is sweeping")
+            return 0
+        removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
+        if removed:
+            log.info("sweep removed %d abandoned pending writes", removed)
+        await shares.tidy(archive.pool, archive.settings.share_failure_window)
+        collected = await collect_garbage(archive)
+        if collected:
+            log.info("sweep removed %d objects of deleted instances", collected)
+        return removed
 
 
 async def sweep_forever(archive: Archive) -> None:

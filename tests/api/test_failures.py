@@ -14,7 +14,7 @@ from app.dicom.indexing import index_record
 from app.repository import hospitals, instances
 from app.repository.instances import ObjectFacts, Outcome
 from app.services.stow import read_file
-from app.services.sweep import sweep_once
+from app.services.sweep import SWEEP_LOCK_ID, sweep_once
 from app.storage.base import new_key
 from tests.fixtures import HOSPITAL, ArchiveUnderTest
 from tests.samples import make_sample, multipart_body
@@ -95,6 +95,14 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
     await _rows(served, "UPDATE instances SET updated_at = now() - interval '2 hours' RETURNING 1")
     for table in ("series", "studies", "patients"):
         await _rows(served, f"UPDATE {table} SET updated_at = now() - interval '2 hours' RETURNING 1")
+    # Another process (a second worker) sweeping: this one leaves the work to it.
+    other = await asyncpg.connect(served.settings.database_url.get_secret_value())
+    try:
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK_ID)
+        assert await sweep_once(archive) == 0
+        assert await archive.store.exists(key)
+    finally:
+        await other.close()
     assert await sweep_once(archive) == 1
     assert not await archive.store.exists(key)
     for table in ("instances", "series", "studies", "patients"):
@@ -164,3 +172,20 @@ async def test_concurrent_stores_into_one_study(served: ArchiveUnderTest):
     assert study["00201208"]["Value"] == [16]
     series = (await served.client.get(f"/dicom-web/studies/{first.study}/series")).json()
     assert study["00201206"]["Value"] == [len(series)] == [9]
+
+
+async def test_local_hospital_is_created_once_by_concurrent_starts(clean_db: str):
+    """Worker processes starting together each add the LOCAL hospital when there is none:
+    one does, the others find it; none is added once another hospital exists."""
+    pool = await asyncpg.create_pool(clean_db, min_size=4, max_size=4)
+    try:
+        added = await asyncio.gather(*(hospitals.add_first(pool, "LOCAL", "Local") for _ in range(4)))
+        assert sum(hospital is not None for hospital in added) == 1
+        assert [h.code for h in await hospitals.every(pool)] == ["LOCAL"]
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM hospitals")
+        await hospitals.add(pool, "OTHER", "Other")
+        assert await hospitals.add_first(pool, "LOCAL", "Local") is None
+        assert [h.code for h in await hospitals.every(pool)] == ["OTHER"]
+    finally:
+        await pool.close()
