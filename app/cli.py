@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import logging
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
@@ -52,16 +55,38 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     from app.main import create_app
 
+    # Several workers are separate processes that each build the app from the import
+    # string; create_app() then reads the same settings from the same environment.
+    app: Any = create_app(settings) if settings.workers == 1 else "app.main:create_app"
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=host or settings.host,
         port=port or settings.port,
         # Access logs carry full URLs, and URLs may carry patient identifiers (QIDO
         # parameters); the archive logs its own events without them.
         access_log=False,
         proxy_headers=True,
+        log_config=_log_config(),
     )
     return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus the archive's own INFO messages: worker processes are
+    spawned afresh and configure logging from this alone."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["archive"] = {"format": LOG_FORMAT}
+    config["handlers"]["archive"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "archive",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["archive"], "level": "INFO"}
+    return config
 
 
 async def _database(settings: Settings) -> Any:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Worker processes of ``filmless serve``, each with its own event loop, database pool
+    #: and render threads, sharing the listening socket.
+    workers: int = Field(default=1, ge=1)
     #: Public base URL used in RetrieveURL/BulkDataURI; unset: derived from each request.
     base_url: str | None = None
 

@@ -162,6 +162,8 @@ class LiveServer:
     data_dir: Path
     #: A token of the server's own LOCAL hospital, with every role but regional.
     token: str
+    #: What the server printed (uvicorn's and the archive's log).
+    log: Path | None = None
 
     @property
     def dicomweb(self) -> str:
@@ -221,7 +223,7 @@ def live_server(
     try:
         _wait_ready(url, process, tmp_path / "server.log")
         settings = settings_for(clean_db, None, None, data_dir, auth_local_key_file=signing_key)
-        yield LiveServer(url, process.pid, data_dir, token(settings, "LOCAL"))
+        yield LiveServer(url, process.pid, data_dir, token(settings, "LOCAL"), tmp_path / "server.log")
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
