@@ -1,5 +1,6 @@
-"""A server process seen from outside through ``/proc`` (Linux): its memory, and which
-process listens on a loopback port."""
+"""A server seen from outside through ``/proc`` (Linux): the memory of its process tree (a
+server with worker processes is the parent and its children), and which process listens
+on a loopback port."""
 
 from __future__ import annotations
 
@@ -31,6 +32,40 @@ def reset_peak(pid: int) -> None:
     except OSError as error:
         # Writing another user's clear_refs takes privileges the benchmark may lack.
         raise Unavailable(f"cannot reset the peak RSS of pid {pid}: {error.strerror}") from error
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's worker processes), parents first."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop(0)
+        found.append(current)
+        children: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    children += [int(child) for child in (task / "children").read_text().split()]
+        pending += [child for child in children if child not in found and child not in pending]
+    return found
+
+
+def tree_memory(pid: int, field: str) -> int:
+    """:func:`memory` summed over the process tree of ``pid``. For ``VmHWM`` that is the
+    sum of each process's own peak, an upper bound of the tree's peak: the processes may
+    have peaked at different moments. A child that exits meanwhile is left out."""
+    total = memory(pid, field)
+    for child in tree(pid)[1:]:
+        with contextlib.suppress(Unavailable):
+            total += memory(child, field)
+    return total
+
+
+def reset_tree_peak(pid: int) -> None:
+    """:func:`reset_peak` for every process of the tree of ``pid``."""
+    reset_peak(pid)
+    for child in tree(pid)[1:]:
+        if Path(f"/proc/{child}").exists():
+            reset_peak(child)
 
 
 def pid_listening_on(port: int) -> int | None:

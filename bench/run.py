@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Filmless's object store: SeaweedFS over S3 (default, as in production) or local files",
     )
     add(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Filmless's worker processes, FILMLESS_WORKERS (default: the machine's cores, "
+        f"{os.cpu_count()} here; Orthanc uses every core too)",
+    )
+    add(
         "--orthanc-url",
         default=os.environ.get("ORTHANC_URL"),
         help="Orthanc to compare with, its "
@@ -101,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory of the JSON results")
     args = parser.parse_args(argv)
-    for name in ("studies", "series", "instances", "clients", "per_request", "repetitions"):
+    for name in ("studies", "series", "instances", "clients", "per_request", "repetitions", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -175,7 +182,7 @@ async def measure_filmless(
 ) -> dict[str, Measurement]:
     url = await backing.postgres.create_database("filmless_bench")
     with serve_filmless(
-        url, backing.s3, workdir / "filmless", max_limit=max(1000, corpus.all_limit)
+        url, backing.s3, workdir / "filmless", max_limit=max(1000, corpus.all_limit), workers=args.workers
     ) as server:
         target = Target(
             FILMLESS, server.dicomweb, server.pid, server.url + "/healthz", headers=server.headers
@@ -190,7 +197,8 @@ async def measure_at_scale(
     then filled behind its back (nothing is cached in the server), vacuumed, searched."""
     url = await backing.postgres.create_database("filmless_bench_scale")
     layout = Layout(args.scale, args.series, args.instances)
-    with serve_filmless(url, backing.s3, workdir / "scale", max_limit=max(1000, corpus.all_limit)) as server:
+    limit = max(1000, corpus.all_limit)
+    with serve_filmless(url, backing.s3, workdir / "scale", max_limit=limit, workers=args.workers) as server:
         target = Target(FILMLESS_AT_SCALE, server.dicomweb, server.pid, headers=server.headers)
         with target.client() as client:
             # The template the seed copies ownership and bookkeeping columns from.
@@ -302,7 +310,7 @@ def _report(
 def _title(args: argparse.Namespace, corpus: Corpus, info: dict[str, Any], large_mib: float) -> str:
     peer = f"Orthanc {info['orthanc'].get('version')}" if "orthanc" in info else "no peer"
     parts = [
-        f"Filmless ({args.store} store) vs {peer}",
+        f"Filmless ({args.store} store, {args.workers} worker{'s' if args.workers > 1 else ''}) vs {peer}",
         f"{len(corpus.studies)} studies x {args.series} series x {args.instances} instances",
     ]
     if large_mib:

@@ -66,10 +66,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_filmless(
-    database_url: str, s3: S3Server | None, workdir: Path, *, max_limit: int
+    database_url: str, s3: S3Server | None, workdir: Path, *, max_limit: int, workers: int = 1
 ) -> Iterator[FilmlessServer]:
-    """``filmless serve`` on ``database_url`` (migrated at start-up) and on a fresh bucket
-    of ``s3`` (or on files under ``workdir``), stopped on exit."""
+    """``filmless serve`` with ``workers`` worker processes on ``database_url`` (migrated at
+    start-up) and on a fresh bucket of ``s3`` (or on files under ``workdir``), stopped on
+    exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,7 @@ def serve_filmless(
         "FILMLESS_PORT": str(port),
         "FILMLESS_BASE_URL": url,
         "FILMLESS_SWEEP_INTERVAL": "0",
+        "FILMLESS_WORKERS": str(workers),
         # "All studies" asks for every study in one page.
         "FILMLESS_QIDO_MAX_LIMIT": str(max_limit),
     }
@@ -102,7 +104,7 @@ def serve_filmless(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_ready(url, process, log_path)
+        _wait_ready(url, process, log_path, workers)
         try:
             yield FilmlessServer(url, process.pid, _credentials(env))
         except Exception as error:
@@ -140,13 +142,16 @@ def _credentials(env: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.stdout.strip()}"}
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, workers: int) -> None:
+    """Until the server answers ready and every worker has started (one that is still
+    starting would leave its share of the first figures to the others)."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"filmless serve exited with {process.returncode}:\n{_tail(log)}")
+        started = log.read_text(errors="replace").count("Application startup complete")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            if started >= workers and httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"filmless serve was not ready after {READY_TIMEOUT:.0f} s:\n{_tail(log)}")

@@ -14,7 +14,7 @@ import httpx
 
 from bench.corpus import MIB, InstanceWriter, LargeInstance, Study
 from bench.measure import Measurement, Unavailable, percentile
-from bench.process import memory, reset_peak
+from bench.process import reset_tree_peak, tree_memory
 from bench.targets import Target
 
 #: PS3.18 §10.5.3: FailedSOPSequence in the STOW-RS response.
@@ -156,7 +156,9 @@ def store_large(
 ) -> tuple[Measurement, Measurement]:
     """Stream ``large`` once per UID (the first time as a warm-up); returns MiB/s, and the
     server's peak RSS during each upload over its RSS before the first one (so memory
-    kept from one upload to the next counts too), in MiB."""
+    kept from one upload to the next counts too), in MiB. RSS is summed over the server's
+    process tree (its workers), and so is the peak: the sum of each process's peak, an
+    upper bound of the tree's."""
     rate = Measurement()
     growth = Measurement(unavailable=None if target.pid else "n/a (server not local)")
     baseline = _resident(target.pid, growth)
@@ -168,16 +170,17 @@ def store_large(
                 continue
             rate.samples.append(size / MIB / seconds)
             if watched and target.pid and baseline is not None:
-                growth.samples.append((memory(target.pid, "VmHWM") - baseline) / MIB)
+                growth.samples.append((tree_memory(target.pid, "VmHWM") - baseline) / MIB)
     return rate, growth
 
 
 def _resident(pid: int | None, growth: Measurement) -> int | None:
-    """The RSS of ``pid`` now; None (and ``growth`` marked n/a) if it cannot be read."""
+    """The RSS of the process tree of ``pid`` now; None (and ``growth`` marked n/a) if it
+    cannot be read."""
     if pid is None:
         return None
     try:
-        return memory(pid, "VmRSS")
+        return tree_memory(pid, "VmRSS")
     except Unavailable as unavailable:
         growth.unavailable = f"n/a ({unavailable.reason})"
         return None
@@ -187,7 +190,7 @@ def _reset_peak(pid: int | None, growth: Measurement) -> bool:
     if pid is None or growth.unavailable:
         return False
     try:
-        reset_peak(pid)
+        reset_tree_peak(pid)
     except Unavailable as unavailable:
         growth.unavailable = f"n/a ({unavailable.reason})"
         return False
