@@ -255,3 +255,118 @@ def _large_header(frames: int, rows: int, columns: int, uids: Iterator[str]) -> 
     ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     return ds
+
+
+#: CT Image Storage (PS3.4 Annex B).
+CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
+
+
+@dataclass(frozen=True)
+class ViewerStudy:
+    """What a viewer opens: a series of 512 x 512 16-bit CT slices (native), and a series of
+    the same slices compressed as JPEG 2000 (lossless), in one study."""
+
+    study: str
+    ct_series: str
+    ct_instances: tuple[str, ...]
+    j2k_series: str
+    j2k_instances: tuple[str, ...]
+
+    @property
+    def instances(self) -> int:
+        return len(self.ct_instances) + len(self.j2k_instances)
+
+
+def plan_viewer_study(ct_count: int, j2k_count: int, uids: Iterator[str]) -> ViewerStudy:
+    return ViewerStudy(
+        study=next(uids),
+        ct_series=next(uids),
+        ct_instances=tuple(next(uids) for _ in range(ct_count)),
+        j2k_series=next(uids),
+        j2k_instances=tuple(next(uids) for _ in range(j2k_count)),
+    )
+
+
+def ct_slice(index: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic axial CT slice in stored values (HU + 1024, 12 bits used): air around
+    a body of soft tissue with a fat rim, two lungs that change size along the scan, a
+    vertebra, and quantum noise, so that windowing and compression see real content."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side - 0.5
+    hu = np.full((side, side), -1000.0, dtype=np.float32)
+    body = (x / 0.44) ** 2 + (y / 0.34) ** 2
+    hu[body < 1] = -100.0  # fat
+    hu[body < 0.85] = 40.0  # soft tissue
+    lung = 0.12 + 0.03 * np.sin(index / 6)
+    for side_x in (-0.17, 0.17):
+        hu[((x - side_x) / (lung * 0.8)) ** 2 + ((y + 0.02) / lung) ** 2 < 1] = -850.0
+    hu[(x**2 + (y - 0.22) ** 2) < 0.045**2] = 700.0  # vertebra
+    hu += rng.normal(0, 12, size=hu.shape).astype(np.float32)
+    return np.clip(hu + 1024, 0, 4095).astype(np.uint16)
+
+
+def viewer_instances(viewer: ViewerStudy, side: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Part 10 bytes of the viewer study's two series: native CT slices and JPEG 2000
+    ones (encoded with pydicom's pylibjpeg-openjpeg encoder)."""
+    from pydicom.uid import JPEG2000Lossless
+
+    rng = np.random.default_rng(seed)
+    native, j2k = [], []
+    for number, sop_uid in enumerate(viewer.ct_instances, start=1):
+        pixels = ct_slice(number, side, rng)
+        native.append(_ct_bytes(_ct_header(viewer, side), viewer.ct_series, 1, sop_uid, number, pixels))
+        if number <= len(viewer.j2k_instances):
+            j2k_uid = viewer.j2k_instances[number - 1]
+            ds = _ct_header(viewer, side)
+            j2k.append(_ct_bytes(ds, viewer.j2k_series, 2, j2k_uid, number, pixels, JPEG2000Lossless))
+    return native, j2k
+
+
+def _ct_header(viewer: ViewerStudy, side: int) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.StudyInstanceUID = viewer.study
+    ds.PatientID, ds.PatientName = f"{PATIENT_ID_PREFIX}VIEWER", "Viewer^Chest"
+    ds.PatientBirthDate, ds.PatientSex = "19600101", "F"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20240616", "090000", "VIEWER0001"
+    ds.StudyDescription, ds.StudyID = "CT CHEST WITHOUT CONTRAST", "VIEW01"
+    ds.ReferringPhysicianName = "Referring^Doctor"
+    ds.Modality, ds.BodyPartExamined, ds.Manufacturer = "CT", "CHEST", "Synthetic"
+    ds.FrameOfReferenceUID = viewer.study + ".1"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.KVP, ds.SliceThickness = 120, 2.5
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+    ds.WindowCenter, ds.WindowWidth = 40, 400  # soft tissue
+    return ds
+
+
+def _ct_bytes(
+    ds: Dataset,
+    series_uid: str,
+    series_number: int,
+    sop_uid: str,
+    number: int,
+    pixels: np.ndarray,
+    syntax: UID | None = None,
+) -> bytes:
+    ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, series_number
+    ds.SeriesDescription = "AXIAL 2.5 MM" + (" J2K" if syntax else "")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    ds.InstanceNumber = number
+    ds.ImagePositionPatient = [-179.2, -179.2, -2.5 * number]
+    ds.SliceLocation = -2.5 * number
+    ds.PixelData = pixels.tobytes()
+    if syntax is not None:
+        # The SOP Instance UID is planned: pydicom would otherwise draw a new one.
+        ds.compress(syntax, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -52,12 +52,15 @@ QIDO_LABELS = {
     "qido.instances": "QIDO instances of a series",
     "qido.includefield": "QIDO includefield=all",
 }
+VIEWER_FIGURES = {"view.rendered", "view.thumbnail_cold", "view.thumbnail_warm", "view.j2k_frame"}
 LARGE_FIGURES = {"stow.large", "stow.large_rss", "wado.large_frame", "wado.large_frames"}
 QIDO_GOALS = {"qido.all": Goal("≥ 20x", ratio=20)}
 QIDO_SCALE_GOALS = {key: Goal("≤ 10 ms", limit=10) for key in QIDO_LABELS if key != "qido.all"}
 
 
-def figures(clients: int, per_request: int, large_mib: float, scale: int) -> list[Figure]:
+def figures(
+    clients: int, per_request: int, large_mib: float, scale: int, viewer: bool = True
+) -> list[Figure]:
     """Every figure, in report order, labelled after this run's corpus and seeded scale."""
     large = f"{large_mib:.0f} MiB multi-frame"
     at_scale = f"QIDO@{short_count(scale)}"
@@ -77,6 +80,10 @@ def figures(clients: int, per_request: int, large_mib: float, scale: int) -> lis
         Figure("wado.frame", "WADO frame 1 of a small instance", "ms"),
         Figure("wado.large_frame", f"WADO random frame of {large}", "ms", goal=Goal("≥ 50x", ratio=50)),
         Figure("wado.large_frames", "WADO 10 frames of it", "ms"),
+        Figure("view.rendered", "Rendered JPEG of a 512x512 CT slice", "ms", goal=Goal("≥ 2x", ratio=2)),
+        Figure("view.thumbnail_cold", "Thumbnail of a slice, first request", "ms"),
+        Figure("view.thumbnail_warm", "Thumbnail of a slice, repeated", "ms", goal=Goal("≥ 5x", ratio=5)),
+        Figure("view.j2k_frame", "JPEG 2000 frame, decompressed", "ms"),
         *(
             Figure(AT_SCALE + key, label.replace("QIDO", at_scale), "ms", goal=QIDO_SCALE_GOALS.get(key))
             for key, label in QIDO_LABELS.items()
@@ -85,7 +92,9 @@ def figures(clients: int, per_request: int, large_mib: float, scale: int) -> lis
     return [
         figure
         for figure in every
-        if (large_mib or figure.key not in LARGE_FIGURES) and (scale or not figure.key.startswith(AT_SCALE))
+        if (large_mib or figure.key not in LARGE_FIGURES)
+        and (scale or not figure.key.startswith(AT_SCALE))
+        and (viewer or figure.key not in VIEWER_FIGURES)
     ]
 
 

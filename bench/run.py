@@ -29,23 +29,31 @@ from bench.corpus import (
     InstanceWriter,
     LargeInstance,
     Study,
+    ViewerStudy,
     plan_studies,
+    plan_viewer_study,
     uid_source,
+    viewer_instances,
     write_large_instance,
 )
 from bench.measure import Measurement, Plan
 from bench.report import FILMLESS_AT_SCALE, LEGEND, figures, mismatches, rows, short_count, table, write_json
 from bench.seed import Layout, sample_studies, seed_index
 from bench.services import Backing, backing_services, serve_filmless
-from bench.stow import StowRequest, build_requests, post, store_large, store_small
+from bench.stow import StowRequest, build_requests, post, store_large, store_small, stow_request
 from bench.targets import FILMLESS, ORTHANC, Target, clear_orthanc_corpus, orthanc_base, orthanc_target
-from bench.workload import QIDO, WADO, Catalog, LargeRef, measure_ping, measure_reads
+from bench.workload import QIDO, VIEWER, WADO, Catalog, LargeRef, measure_ping, measure_reads
 
 RESULTS = Path(__file__).parent / "results"
 #: Studies drawn from the seeded index for the at-scale searches.
 SCALE_SAMPLE = 200
 #: Rows and columns of the large instance's frames: 512 x 512 x 16 bits = 0.5 MiB a frame.
 LARGE_SIDE = 512
+#: Rows and columns of the viewer study's CT slices, and how many of them are also stored
+#: as JPEG 2000.
+CT_SIDE, J2K_SLICES = 512, 10
+#: Instances per STOW request of the viewer study (0.5 MiB each).
+VIEWER_PER_REQUEST = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"frames of the {LARGE_SIDE}x{LARGE_SIDE} 16-bit multi-frame instance (200 = 100 MiB; 0: none)",
     )
     add("--large-stows", type=int, default=3, help="measured STOWs of it, after one warm-up (3)")
+    add(
+        "--viewer-slices",
+        type=int,
+        default=40,
+        help=f"{CT_SIDE}x{CT_SIDE} 16-bit CT slices of the viewer study, raised to one more than "
+        "the warm-up and measured requests of a figure so that every cold thumbnail is a first "
+        "request (40; 0: no viewer figures)",
+    )
     add("--seed", type=int, default=1, help="RNG seed: same seed, same corpus and requests (1)")
     work = parser.add_argument_group("workload")
     add = work.add_argument
@@ -121,6 +137,9 @@ class Corpus:
     large: LargeInstance | None
     #: SOP Instance UIDs of the large instance's STOWs (the first is the warm-up's).
     large_uids: list[str]
+    viewer: ViewerStudy | None = None
+    #: The viewer study as STOW-RS requests (stored untimed, after the timed loads).
+    viewer_requests: tuple[StowRequest, ...] = ()
 
     @property
     def instances(self) -> int:
@@ -128,7 +147,7 @@ class Corpus:
 
     @property
     def all_limit(self) -> int:
-        return len(self.studies) + (self.large is not None)
+        return len(self.studies) + (self.large is not None) + (self.viewer is not None)
 
 
 def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
@@ -142,7 +161,17 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         else None
     )
     large_uids = [next(uids) for _ in range(args.large_stows + 1)] if large else []
-    return Corpus(studies, requests, large, large_uids)
+    if not args.viewer_slices:
+        return Corpus(studies, requests, large, large_uids)
+    slices = max(args.viewer_slices, args.warmup + args.repetitions + 1)
+    viewer = plan_viewer_study(slices, min(J2K_SLICES, slices), uids)
+    native, j2k = viewer_instances(viewer, CT_SIDE, args.seed)
+    viewer_requests = tuple(
+        stow_request(series[start : start + VIEWER_PER_REQUEST])
+        for series in (native, j2k)
+        for start in range(0, len(series), VIEWER_PER_REQUEST)
+    )
+    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests)
 
 
 def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> dict[str, Measurement]:
@@ -161,10 +190,16 @@ def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> 
         _print_brief(target, "stow.large_rss", results["stow.large_rss"], "MiB")
         large = corpus.large
         large_ref = LargeRef(large.study, large.series, corpus.large_uids[0], large.frames)
-    catalog = Catalog(corpus.studies, corpus.all_limit, large_ref)
+    if corpus.viewer is not None:
+        print(f"{target.name}: STOW of the viewer study, {corpus.viewer.instances} instances", flush=True)
+        with target.client() as client:
+            for request in corpus.viewer_requests:
+                post(client, target, request)
+    catalog = Catalog(corpus.studies, corpus.all_limit, large_ref, corpus.viewer)
     results["http.ping"] = measure_ping(target, plan)
     results |= measure_reads(target, QIDO, catalog, plan, args.seed)
     results |= measure_reads(target, WADO, catalog, plan, args.seed)
+    results |= measure_reads(target, VIEWER, catalog, plan, args.seed)
     return results
 
 
@@ -252,10 +287,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         began = time.perf_counter()
         corpus = build_corpus(args, workdir)
-        large = f" and a {corpus.large.pixel_bytes / MIB:.0f} MiB multi-frame" if corpus.large else ""
+        large = f", a {corpus.large.pixel_bytes / MIB:.0f} MiB multi-frame" if corpus.large else ""
+        viewer = f", a viewer study of {corpus.viewer.instances} CT slices" if corpus.viewer else ""
         seconds = time.perf_counter() - began
         print(
-            f"corpus: {corpus.instances} instances in {len(corpus.studies)} studies{large} ({seconds:.0f} s)"
+            f"corpus: {corpus.instances} instances in {len(corpus.studies)} studies{large}{viewer} "
+            f"({seconds:.0f} s)"
         )
         async with backing_services(args.store) as backing:
             await _guarded(errors, FILMLESS, results, measure_filmless(backing, corpus, args, workdir))
@@ -292,7 +329,7 @@ def _report(
     info: dict[str, Any],
     large_mib: float,
 ) -> None:
-    figure_list = figures(args.clients, args.per_request, large_mib, args.scale)
+    figure_list = figures(args.clients, args.per_request, large_mib, args.scale, corpus.viewer is not None)
     has_peer = ORTHANC in results
     row_list = rows(figure_list, results, has_peer)
     print()
@@ -315,6 +352,12 @@ def _title(args: argparse.Namespace, corpus: Corpus, info: dict[str, Any], large
     ]
     if large_mib:
         parts.append(f"+ one {large_mib:.0f} MiB multi-frame")
+    if corpus.viewer:
+        v = corpus.viewer
+        parts.append(
+            f"+ a viewer study: {len(v.ct_instances)} CT slices {CT_SIDE}x{CT_SIDE}x16 bits, "
+            f"{len(v.j2k_instances)} of them also as JPEG 2000"
+        )
     parts.append(f"{args.repetitions} repetitions after {args.warmup} warm-up")
     if seeded := info.get("scale", {}).get("instances"):
         parts.append(f"QIDO@{short_count(args.scale)}: {seeded:,} instances seeded")

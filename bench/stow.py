@@ -53,11 +53,12 @@ def build_requests(writer: InstanceWriter, studies: Sequence[Study], per_request
         for series in study.series:
             instances = writer.series(study, series)
             for start in range(0, len(instances), per_request):
-                requests.append(_request(instances[start : start + per_request]))
+                requests.append(stow_request(instances[start : start + per_request]))
     return requests
 
 
-def _request(parts: list[bytes]) -> StowRequest:
+def stow_request(parts: list[bytes]) -> StowRequest:
+    """One STOW-RS request of ``parts`` (Part 10 instances)."""
     boundary = secrets.token_hex(16)
     delimiter = f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
     body = multipart_head(boundary) + delimiter.join(parts) + multipart_tail(boundary)

@@ -30,11 +30,27 @@ class Target:
     literal_queries: bool = False
     #: Sent with every request (credentials, when a target requires them).
     headers: dict[str, str] = field(default_factory=dict)
+    #: Ask for a thumbnail as a rendered image scaled to fit this viewport: Orthanc's
+    #: DICOMweb plugin (1.7) has no ``/thumbnail`` but honours ``viewport`` on ``/rendered``.
+    thumbnail_viewport: str | None = None
 
     def client(self) -> httpx.Client:
         """A keep-alive client for this target; generous timeouts, as a slow answer is a
         figure to report rather than an error."""
         return httpx.Client(headers=self.headers, timeout=REQUEST_TIMEOUT)
+
+    def equivalent(
+        self, path: str, params: Sequence[tuple[str, str]] = ()
+    ) -> tuple[str, Sequence[tuple[str, str]]]:
+        """The request this target serves for ``path``: its own form of a thumbnail.
+
+        >>> Target("t", "r", None, thumbnail_viewport="128,128").equivalent("/s/1/thumbnail")
+        ('/s/1/rendered', (('viewport', '128,128'),))
+        """
+        if self.thumbnail_viewport and path.endswith("/thumbnail"):
+            path = path.removesuffix("/thumbnail") + "/rendered"
+            params = (*params, ("viewport", self.thumbnail_viewport))
+        return path, params
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         """``root + path`` with the query string built for this target."""
@@ -52,7 +68,15 @@ def orthanc_target(url: str) -> Target:
     base = orthanc_base(url)
     parts = urllib.parse.urlsplit(base)
     pid = pid_listening_on(parts.port or 80) if parts.hostname in LOOPBACK else None
-    return Target(ORTHANC, base + "/dicom-web", pid, ping=base + "/system", literal_queries=True)
+    return Target(
+        ORTHANC,
+        base + "/dicom-web",
+        pid,
+        ping=base + "/system",
+        literal_queries=True,
+        # A thumbnail is at most 128 pixels wide and high (as Filmless's).
+        thumbnail_viewport="128,128",
+    )
 
 
 def orthanc_base(url: str) -> str:

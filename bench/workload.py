@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.corpus import DAYS, FIRST_DAY, MODALITIES, Series, Study
+from bench.corpus import DAYS, FIRST_DAY, MODALITIES, Series, Study, ViewerStudy
 from bench.measure import Measurement, Plan, Unavailable, repeat
 from bench.targets import Target
 
 JSON = "application/dicom+json"
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ACCEPT_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+#: Frames decompressed: Explicit VR Little Endian, what a client without a JPEG 2000 decoder asks.
+ACCEPT_DECOMPRESSED = (
+    'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+)
 #: Page size of filtered study searches: a worklist's first page (OHIF asks for 101).
 PAGE = 100
 FRAMES_PER_REQUEST = 10
@@ -42,6 +46,7 @@ class Catalog:
     #: ``limit`` of the "all studies" search: at least every study of the corpus.
     all_limit: int
     large: LargeRef | None = None
+    viewer: ViewerStudy | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Draw:
     def __init__(self, catalog: Catalog, rng: random.Random) -> None:
         self.catalog, self.rng = catalog, rng
         self._queue: list[Study] = []
+        #: The next CT slice for a cold request (slice 0 is the warm thumbnail's).
+        self._unseen = 1
 
     def study(self) -> Study:
         if not self._queue:
@@ -75,6 +82,20 @@ class Draw:
         if self.catalog.large is None:
             raise Unavailable("no large instance")
         return self.catalog.large
+
+    def viewer(self) -> ViewerStudy:
+        if self.catalog.viewer is None:
+            raise Unavailable("no viewer study")
+        return self.catalog.viewer
+
+    def unseen_ct(self) -> str:
+        """A CT slice no earlier request of this figure asked for (never the first slice,
+        which the warm thumbnail figure uses): each "cold" request is a first request."""
+        ct = self.viewer().ct_instances
+        if self._unseen >= len(ct):
+            raise Unavailable(f"{len(ct) - 1} slices for cold requests, too few")
+        self._unseen += 1
+        return ct[self._unseen - 1]
 
 
 Builder = Callable[[Draw], Read]
@@ -123,6 +144,26 @@ def _series_metadata(draw: Draw, revalidate: bool) -> Read:
     return Read(f"/studies/{study.uid}/series/{series.uid}/metadata", revalidate=revalidate)
 
 
+def _ct_path(viewer: ViewerStudy, instance: str) -> str:
+    return f"/studies/{viewer.study}/series/{viewer.ct_series}/instances/{instance}"
+
+
+def _rendered(draw: Draw) -> Read:
+    viewer = draw.viewer()
+    return Read(_ct_path(viewer, draw.rng.choice(viewer.ct_instances)) + "/rendered", accept="image/jpeg")
+
+
+def _thumbnail(viewer: ViewerStudy, instance: str) -> Read:
+    return Read(_ct_path(viewer, instance) + "/thumbnail", accept="image/jpeg")
+
+
+def _j2k_frame(draw: Draw) -> Read:
+    viewer = draw.viewer()
+    instance = draw.rng.choice(viewer.j2k_instances)
+    path = f"/studies/{viewer.study}/series/{viewer.j2k_series}/instances/{instance}/frames/1"
+    return Read(path, accept=ACCEPT_DECOMPRESSED)
+
+
 #: QIDO-RS figures (PS3.18 §10.6), in report order.
 QIDO: dict[str, Builder] = {
     "qido.patient_id": lambda d: _studies(("PatientID", d.study().patient_id)),
@@ -152,6 +193,16 @@ WADO: dict[str, Builder] = {
     "wado.large_frames": lambda d: _large_frames(d, FRAMES_PER_REQUEST),
 }
 
+#: What a viewer asks of the 512 x 512 CT study, in report order: rendered slices (PS3.18
+#: §10.4.1.1.3), thumbnails (§10.4.1.1.6) of slices never asked for before and of one slice
+#: asked for again and again, and a JPEG 2000 frame decompressed by the server.
+VIEWER: dict[str, Builder] = {
+    "view.rendered": _rendered,
+    "view.thumbnail_cold": lambda d: _thumbnail(d.viewer(), d.unseen_ct()),
+    "view.thumbnail_warm": lambda d: _thumbnail(d.viewer(), d.viewer().ct_instances[0]),
+    "view.j2k_frame": _j2k_frame,
+}
+
 
 @dataclass
 class Reader:
@@ -163,7 +214,7 @@ class Reader:
     sizes: list[int] = field(default_factory=list)
 
     def __call__(self, read: Read) -> float:
-        url = self.target.url(read.path, read.params)
+        url = self.target.url(*self.target.equivalent(read.path, read.params))
         headers = {"Accept": read.accept}
         if read.revalidate:
             headers["If-None-Match"] = self._etag(url, headers)
