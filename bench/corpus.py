@@ -259,6 +259,8 @@ def _large_header(frames: int, rows: int, columns: int, uids: Iterator[str]) -> 
 
 #: CT Image Storage (PS3.4 Annex B).
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
+#: The viewer study's window (center, width in HU): soft tissue.
+CT_WINDOW = (40, 400)
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,7 @@ def _ct_header(viewer: ViewerStudy, side: int) -> Dataset:
     ds.Rows = ds.Columns = side
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-    ds.WindowCenter, ds.WindowWidth = 40, 400  # soft tissue
+    ds.WindowCenter, ds.WindowWidth = CT_WINDOW
     return ds
 
 

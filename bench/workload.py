@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.corpus import DAYS, FIRST_DAY, MODALITIES, Series, Study, ViewerStudy
+from bench.corpus import CT_WINDOW, DAYS, FIRST_DAY, MODALITIES, Series, Study, ViewerStudy
 from bench.measure import Measurement, Plan, Unavailable, repeat
 from bench.targets import Target
 
@@ -149,8 +149,13 @@ def _ct_path(viewer: ViewerStudy, instance: str) -> str:
 
 
 def _rendered(draw: Draw) -> Read:
+    """The slice in the window its header names, asked for explicitly: Orthanc's /rendered
+    (DICOMweb plugin 1.7) ignores the instance's window and spreads the whole range of
+    values, so without it the two servers would draw different images."""
     viewer = draw.viewer()
-    return Read(_ct_path(viewer, draw.rng.choice(viewer.ct_instances)) + "/rendered", accept="image/jpeg")
+    center, width = CT_WINDOW
+    path = _ct_path(viewer, draw.rng.choice(viewer.ct_instances)) + "/rendered"
+    return Read(path, (("window", f"{center},{width},linear"),), accept="image/jpeg")
 
 
 def _thumbnail(viewer: ViewerStudy, instance: str) -> Read:
