@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     #: PostgreSQL URL. Unset: start a private PostgreSQL under ``data_dir/pg``.
     database_url: SecretStr | None = None
     database_pool_min: int = 2
-    database_pool_max: int = 10
+    #: At least 2: the background sweep holds one connection (its advisory lock) while
+    #: it works with another.
+    database_pool_max: int = Field(default=10, ge=2)
     #: Apply pending migrations at start-up (``filmless migrate`` does it on demand).
     auto_migrate: bool = True
 

@@ -8,6 +8,7 @@ import shutil
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
 from app.dicom.header import read_instance, to_dicom_json
 from app.dicom.indexing import index_record
@@ -15,6 +16,7 @@ from app.repository import hospitals, instances
 from app.repository.instances import ObjectFacts, Outcome
 from app.services.stow import read_file
 from app.services.sweep import SWEEP_LOCK_ID, sweep_once
+from app.settings import Settings
 from app.storage.base import new_key
 from tests.fixtures import HOSPITAL, ArchiveUnderTest
 from tests.samples import make_sample, multipart_body
@@ -189,3 +191,10 @@ async def test_local_hospital_is_created_once_by_concurrent_starts(clean_db: str
         assert [h.code for h in await hospitals.every(pool)] == ["OTHER"]
     finally:
         await pool.close()
+
+
+def test_a_pool_of_one_connection_is_refused():
+    """The sweep holds its lock's connection while it works with another: with one
+    connection it would wait for itself forever."""
+    with pytest.raises(ValidationError):
+        Settings(database_pool_max=1)
