@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +19,23 @@ Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int) -> Pool:
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=_keep_session
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StorageUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, after asyncpg has rolled back any open transaction.
+
+    The default resets the whole session (advisory locks, settings, listeners, cursors) with
+    one more round trip on *every* release, two or three per request. The archive keeps no
+    session state: it sets nothing, listens to nothing, and releases each advisory lock
+    where it takes it (see :func:`try_lock` and the migration runner).
+    """
 
 
 @asynccontextmanager
@@ -65,7 +78,8 @@ async def try_lock(pool: Pool, lock_id: int) -> AsyncIterator[bool]:
             yield held
         finally:
             if held:
-                await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
+                # Shielded: a cancelled task must still let go, as the pool will not.
+                await asyncio.shield(conn.execute("SELECT pg_advisory_unlock($1)", lock_id))
 
 
 async def ping(pool: Pool) -> None:
