@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.embedded import open_embedded_postgres
 from app.errors import FilmlessError
+from app.lru import LruBytes
 from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.migrations import migrate
@@ -129,7 +130,8 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     store = await open_store(settings, stack)
     renderer = ThreadPoolExecutor(max_workers=settings.render_workers, thread_name_prefix="render")
     stack.callback(renderer.shutdown, wait=False, cancel_futures=True)
-    return Archive(settings=settings, pool=pool, store=store, renderer=renderer)
+    thumbnails = LruBytes(settings.thumbnail_cache_bytes)
+    return Archive(settings=settings, pool=pool, store=store, renderer=renderer, thumbnails=thumbnails)
 
 
 async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack) -> Authenticator:

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     #: Seconds a browser may cache a CORS preflight answer.
     cors_max_age: int = 600
 
+    #: Memory for recently served thumbnails, in bytes (per process).
+    thumbnail_cache_bytes: int = Field(default=64 << 20, ge=0)
     #: Threads decoding and rendering images (rendered, thumbnails, transcoding).
     render_workers: int = Field(default=2, ge=1)
 

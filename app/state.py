@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from app.lru import LruBytes
 from app.repository.database import Pool
 from app.settings import Settings
 from app.storage.base import BlobStore
@@ -19,3 +20,7 @@ class Archive:
     #: Where pixel decoding and rendering run: off the event loop, and bounded, so a
     #: 4096x4096 image cannot hold up other requests.
     renderer: Executor
+    #: Recently served thumbnails, by object key: a study list asks for the same ones again
+    #: and again, and a key names immutable content (a thumbnail of a deleted instance is
+    #: never looked up: its index rows are gone).
+    thumbnails: LruBytes

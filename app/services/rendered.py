@@ -154,11 +154,16 @@ async def thumbnail(
 async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, media_type: str) -> bytes:
     # Only default thumbnails are cached: a bounded set of variants per instance.
     variant = f"thumbnail/{frame}/{media_type}"
+    key = _derived_key(item.stored.object_key, variant)
+    remembered = archive.thumbnails.get(key)
+    if remembered is not None:
+        return remembered
     cached = await retrieve.derived(archive.pool, item.pk, variant)
     if cached is not None:
-        return b"".join([c async for c in drain(await archive.store.open(cached[0]))])
+        image = b"".join([c async for c in drain(await archive.store.open(cached[0]))])
+        archive.thumbnails.put(key, image)
+        return image
     image = await render_frame(archive, item, frame, media_type, RenderOptions(), True)
-    key = _derived_key(item.stored.object_key, variant)
 
     async def content() -> AsyncIterator[bytes]:
         yield image
@@ -166,6 +171,8 @@ async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, medi
     await archive.store.put(key, content())
     if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
         await archive.store.delete(key)  # the instance was deleted meanwhile
+    else:
+        archive.thumbnails.put(key, image)
     return image
 
 
