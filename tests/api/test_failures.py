@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from app.dicom.header import read_instance, to_dicom_json
+from app.dicom.header import ParsedInstance, read_instance, to_dicom_json
 from app.dicom.indexing import index_record
 from app.repository import hospitals, instances
 from app.repository.instances import ObjectFacts, Outcome
@@ -59,6 +59,16 @@ async def test_readyz_when_all_is_well(served: ArchiveUnderTest):
     assert response.json() == {"status": "ok", "database": "ok", "object_store": "ok"}
 
 
+def _facts(parsed: ParsedInstance, key: str, size: int, sha256: bytes) -> ObjectFacts:
+    """What a writer records in its pending row (no pixel layout: not needed here)."""
+    return ObjectFacts(
+        object_key=key, size=size, sha256=sha256, transfer_syntax_uid=parsed.transfer_syntax_uid,
+        pixel_offset=None, pixel_length=None, pixel_encapsulated=None, fragment_offsets=None,
+        fragment_lengths=None, basic_offset_table=None, frame_starts=None, bulk={},
+        metadata=to_dicom_json(parsed),
+    )  # fmt: skip
+
+
 async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path):
     """A writer that died between storing its object and marking the row leaves a pending
     row and an object; the sweep removes both, and the empty parents, once stale."""
@@ -68,21 +78,7 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
     path.write_bytes(sample.data)
     parsed = read_instance(path)
     key = new_key()
-    facts = ObjectFacts(
-        object_key=key,
-        size=len(sample.data),
-        sha256=b"x" * 32,
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        pixel_offset=None,
-        pixel_length=None,
-        pixel_encapsulated=None,
-        fragment_offsets=None,
-        fragment_lengths=None,
-        basic_offset_table=None,
-        frame_starts=None,
-        bulk={},
-        metadata=to_dicom_json(parsed),
-    )
+    facts = _facts(parsed, key, len(sample.data), b"x" * 32)
     hospital = await hospitals.by_code(archive.pool, HOSPITAL)
     assert hospital is not None
     pending = await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
@@ -126,21 +122,7 @@ async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_p
     path = tmp_path / "instance.dcm"
     path.write_bytes(sample.data)
     parsed = read_instance(path)
-    facts = ObjectFacts(
-        object_key=new_key(),
-        size=1,
-        sha256=b"y" * 32,
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        pixel_offset=None,
-        pixel_length=None,
-        pixel_encapsulated=None,
-        fragment_offsets=None,
-        fragment_lengths=None,
-        basic_offset_table=None,
-        frame_starts=None,
-        bulk={},
-        metadata={},
-    )
+    facts = _facts(parsed, new_key(), 1, b"y" * 32)
     assert (
         await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
     ).outcome is Outcome.NEW
