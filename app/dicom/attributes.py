@@ -4,6 +4,7 @@ as in the Study Root information model (PS3.4 C.6.2)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -84,6 +85,7 @@ BY_TAG: dict[str, Attribute] = {a.tag: a for a in (*INDEXED, *COMPUTED)}
 MATCHABLE: frozenset[str] = frozenset(a.tag for a in INDEXED)
 
 
+@functools.cache
 def vr_of(tag: str) -> str:
     """The dictionary VR of a tag (``"00100010"`` -> ``"PN"``); ``UN`` for private tags."""
     try:
