@@ -8,9 +8,10 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from app.dicom.frames import frame_ranges
+from app.dicom.frames import Frame, frame_ranges
 from app.dicom.header import BULK_PLACEHOLDER
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import RenderedChoice
@@ -39,23 +40,37 @@ def _frame_count(item: Renderable) -> int:
     return max(item.stored.pixel.number_of_frames, 1)
 
 
-async def render_frame(
-    archive: Archive, item: Renderable, frame: int, media_type: str, options: RenderOptions, thumbnail: bool
-) -> bytes:
-    """One frame (1-based) of ``item`` rendered as ``media_type``."""
-    stored, pixel = item.stored, item.stored.pixel
-    assert pixel is not None
-    ranges = frame_ranges(pixel)
+@dataclass(frozen=True)
+class _Source:
+    """What rendering any frame of one instance needs, read once per response: its frame
+    ranges, its metadata and the LUT values held as bulk data."""
+
+    item: Renderable
+    ranges: list[Frame]
+    metadata: dict[str, Any]
+    luts: dict[str, bytes]
+
+
+async def _source(archive: Archive, item: Renderable) -> _Source:
+    assert item.stored.pixel is not None
+    ranges = frame_ranges(item.stored.pixel)
     if ranges is None:
         raise NotAcceptable("the frame boundaries of this instance cannot be determined")
+    metadata = json.loads(item.metadata)
+    return _Source(item, ranges, metadata, await _lut_data(archive, item, metadata))
+
+
+async def render_frame(
+    archive: Archive, source: _Source, frame: int, media_type: str, options: RenderOptions, thumbnail: bool
+) -> bytes:
+    """One frame (1-based) of ``source`` rendered as ``media_type``."""
+    stored, ranges = source.item.stored, source.ranges
     if not 1 <= frame <= len(ranges):
         raise NotFound(f"the instance has {len(ranges)} frame(s); there is no frame {frame}")
     data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[frame - 1])])
-    metadata = json.loads(item.metadata)
-    luts = await _lut_data(archive, item, metadata)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        archive.renderer, _render, data, metadata, stored.transfer_syntax_uid, frame - 1, luts,
+        archive.renderer, _render, data, source.metadata, stored.transfer_syntax_uid, frame - 1, source.luts,
         media_type, options, thumbnail,
     )  # fmt: skip
 
@@ -95,9 +110,10 @@ async def rendered_instance(
 ) -> Body:  # fmt: skip
     """An instance (all its frames) or chosen frames of it, rendered."""
     item = await _renderable(archive, trail, study, series, instance)
+    source = await _source(archive, item)
     numbers = frames or list(range(1, _frame_count(item) + 1))
     if len(numbers) == 1 and not choice.multipart:
-        image = await render_frame(archive, item, numbers[0], choice.media_type, options, False)
+        image = await render_frame(archive, source, numbers[0], choice.media_type, options, False)
         return _single(image, choice.media_type)
     for number in numbers:  # every frame exists, or the response is a 404 before any byte
         if number > _frame_count(item):
@@ -105,7 +121,7 @@ async def rendered_instance(
 
     async def images() -> AsyncIterator[bytes]:
         for number in numbers:
-            yield await render_frame(archive, item, number, choice.media_type, options, False)
+            yield await render_frame(archive, source, number, choice.media_type, options, False)
 
     return _multipart(images(), choice.media_type)
 
@@ -126,7 +142,9 @@ async def rendered_collection(
 
     async def images() -> AsyncIterator[bytes]:
         for item in items:
-            yield await render_frame(archive, item, 1, choice.media_type, options, False)
+            yield await render_frame(
+                archive, await _source(archive, item), 1, choice.media_type, options, False
+            )
 
     return _multipart(images(), choice.media_type)
 
@@ -146,7 +164,9 @@ async def thumbnail(
     item = await _renderable(archive, trail, study, series, instance)
     number = frame or (_frame_count(item) + 1) // 2
     if options != RenderOptions():
-        image = await render_frame(archive, item, number, choice.media_type, options, True)
+        image = await render_frame(
+            archive, await _source(archive, item), number, choice.media_type, options, True
+        )
         return _single(image, choice.media_type)
     return _single(await _cached_thumbnail(archive, item, number, choice.media_type), choice.media_type)
 
@@ -163,12 +183,11 @@ async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, medi
         image = b"".join([c async for c in drain(await archive.store.open(cached[0]))])
         archive.thumbnails.put(key, image)
         return image
-    image = await render_frame(archive, item, frame, media_type, RenderOptions(), True)
-
-    async def content() -> AsyncIterator[bytes]:
-        yield image
-
-    await archive.store.put(key, content())
+    # Only a thumbnail rendered now needs the instance's metadata and LUTs read.
+    image = await render_frame(
+        archive, await _source(archive, item), frame, media_type, RenderOptions(), True
+    )
+    await archive.store.put(key, _one(image))
     if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
         await archive.store.delete(key)  # the instance was deleted meanwhile
     else:
@@ -183,10 +202,7 @@ def _derived_key(object_key: str, variant: str) -> str:
 
 
 def _single(image: bytes, media_type: str) -> Body:
-    async def chunks() -> AsyncIterator[bytes]:
-        yield image
-
-    return Body(media_type, chunks(), len(image))
+    return Body(media_type, _one(image), len(image))
 
 
 def _multipart(images: AsyncIterator[bytes], media_type: str) -> Body:
@@ -219,5 +235,6 @@ async def uri_image(
     if item.stored.pixel is None:
         return None
     trail.touch_instance(study, series, instance, item.stored)
-    image = await render_frame(archive, item, options.frame_number or 1, media_type, options, False)
+    source = await _source(archive, item)
+    image = await render_frame(archive, source, options.frame_number or 1, media_type, options, False)
     return _single(image, media_type)
