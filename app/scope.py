@@ -25,7 +25,3 @@ class Scope:
         if self.regional and cross_hospital:
             return None, None
         return (self.hospital_pk if self.hospital_pk is not None else -1), None
-
-
-#: For maintenance done by the archive itself (the sweep), never for a request.
-EVERYTHING = Scope(hospital_pk=None, regional=True)

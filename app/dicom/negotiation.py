@@ -26,9 +26,6 @@ class DicomChoice:
     #: Acceptable transfer syntaxes in preference order; ``*`` means "as stored".
     transfer_syntaxes: list[str]
 
-    def accepts(self, transfer_syntax_uid: str) -> bool:
-        return "*" in self.transfer_syntaxes or transfer_syntax_uid in self.transfer_syntaxes
-
 
 def negotiate_dicom(accept: str | None) -> DicomChoice:
     """``multipart/related; type="application/dicom"``. Without a ``transfer-syntax``
