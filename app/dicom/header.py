@@ -308,8 +308,32 @@ def _dataset_json(ds: Dataset, prefix: str, bulk: dict[str, BulkLocation]) -> di
             items = [_dataset_json(item, f"{path}/{i}/", bulk) for i, item in enumerate(elem.value)]
             result[key] = {"vr": "SQ", "Value": items}
         else:
-            result[key] = elem.to_json_dict(None, BULK_DATA_THRESHOLD)
+            result[key] = _element_json(elem)
     return result
+
+
+def _element_json(elem: DataElement) -> dict[str, Any]:
+    """One element in DICOM JSON. A value that has no DICOM JSON form (a DS or IS that is
+    not a number, PS3.18 §F.2.3) is left out, keeping the element's VR: the stored object
+    still holds it unchanged, and one bad value must not make the instance unstorable.
+    NUL characters are dropped from text (PS3.5 §6.2 allows them only as UI padding, and
+    JSON text in PostgreSQL cannot hold them).
+    """
+    try:
+        value: dict[str, Any] = _without_nul(elem.to_json_dict(None, BULK_DATA_THRESHOLD))
+        return value
+    except _PARSE_ERRORS:
+        return {"vr": str(elem.VR)}
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _bulk_vr(ds: Dataset, tag: int) -> str:

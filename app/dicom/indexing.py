@@ -138,7 +138,9 @@ def _text(ds: Dataset, keyword: str) -> str | None:
         return None
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
-    text = str(value).strip(" \x00")
+    # NUL pads UI values (PS3.5 §6.2) and is allowed in no other text; modalities still
+    # send it, and PostgreSQL text cannot hold it: it is never part of a value here.
+    text = str(value).replace("\x00", "").strip(" ")
     return text or None
 
 

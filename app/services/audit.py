@@ -42,20 +42,41 @@ class Transaction(Enum):
 
 
 class Trail:
-    """The audit record of one request, filled in as it is served."""
+    """The audit record of one request (an HTTP request, a DIMSE operation, an import),
+    filled in as it is served."""
 
-    def __init__(self, request: Request, transaction: Transaction) -> None:
+    def __init__(
+        self,
+        transaction: Transaction,
+        *,
+        method: str,
+        path: str,
+        query: str | None = None,
+        client_address: str | None = None,
+        user_agent: str | None = None,
+    ) -> None:
         self.event = AuditEvent(
             transaction=transaction.value,
+            method=method,
+            path=path,
+            query=query,
+            client_address=client_address,
+            user_agent=user_agent,
+        )
+        self.recorded = False
+        #: What the caller may see; set once they are authenticated.
+        self.scope = Scope(hospital_pk=None)
+
+    @classmethod
+    def of_request(cls, request: Request, transaction: Transaction) -> Trail:
+        return cls(
+            transaction,
             method=request.method,
             path=redact(request.url.path),
             query=request.url.query or None,
             client_address=request.client.host if request.client else None,
             user_agent=request.headers.get("user-agent"),
         )
-        self.recorded = False
-        #: What the caller may see; set once they are authenticated.
-        self.scope = Scope(hospital_pk=None)
 
     def identify(self, principal: Principal) -> None:
         self.event.subject = principal.subject
@@ -124,7 +145,7 @@ def _merged(have: list[str], more: Iterable[str]) -> list[str]:
 
 
 def start(request: Request, transaction: Transaction) -> Trail:
-    trail = Trail(request, transaction)
+    trail = Trail.of_request(request, transaction)
     request.state.audit = trail
     return trail
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from app.dicom.indexing import index_record
 from app.dicom.media import MediaType, MediaTypes, parse_content_type
 from app.dicom.multipart import SpooledPart, as_single_part, spool_parts
 from app.dicom.status import FailureReason
-from app.errors import Forbidden, UnsupportedMediaType
+from app.errors import Forbidden, StorageUnavailable, UnsupportedMediaType
 from app.repository import instances as repository
 from app.repository.audit import AuditEvent
 from app.repository.instances import ObjectFacts, Outcome, Pending
@@ -76,29 +77,71 @@ async def store(
         # A single instance as the whole body (PS3.18 §10.5.1, "application/dicom").
         chunks, media = as_single_part(chunks, MediaTypes.DICOM.value)
     spooled = await spool_parts(
-        chunks, media, settings.spool_path, settings.max_part_size, settings.max_request_size, on_part=_parse
+        chunks,
+        media,
+        settings.spool_path,
+        settings.max_part_size,
+        settings.max_request_size,
+        on_part=parse_part,
     )
     try:
-        # A few instances at a time: each waits on the database and the object store.
-        gate = asyncio.Semaphore(_CONCURRENCY)
-
-        async def one(part: SpooledPart, parsed: ParsedInstance | HeaderError) -> InstanceResult:
-            async with gate:
-                return await _store_one(archive, trail, part, parsed, study)
-
-        # A task group: if one fails (the store is down), the others are cancelled, and
-        # undo their writes, before the spool files go.
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(part, parsed)) for part, parsed in spooled]
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-        results = [task.result() for task in tasks]
+        results = await store_parsed(archive, trail, spooled, study)
     finally:
         for part, _ in spooled:
             with contextlib.suppress(OSError):
                 part.discard()
     return _response(results, root, study)
+
+
+async def store_files(archive: Archive, trail: Trail, paths: Sequence[Path]) -> list[InstanceResult]:
+    """Store Part 10 files already on this machine's disk: a DIMSE C-STORE's received data
+    set, the files of an imported CD. The same pipeline as STOW-RS: one result per file, in
+    order. The files are the caller's and stay where they are."""
+    parts = [await asyncio.to_thread(describe_file, path) for path in paths]
+    parsed = [(part, await parse_part(part)) for part in parts]
+    return await store_parsed(archive, trail, parsed, None)
+
+
+def describe_file(path: Path) -> SpooledPart:
+    """A file on disk as a spooled part: its size and SHA-256 (blocking)."""
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+    return SpooledPart({}, None, path, size, hasher.digest())
+
+
+async def store_parsed(
+    archive: Archive,
+    trail: Trail,
+    parts: Sequence[tuple[SpooledPart, ParsedInstance | HeaderError]],
+    study: str | None,
+) -> list[InstanceResult]:
+    """The store pipeline every protocol shares: each part (parsed by :func:`parse_part`)
+    stored for the trail's hospital, in two phases, audited; one result per part, in order.
+
+    Each instance fails or succeeds alone (PS3.18 §10.5.3): only the loss of the database
+    or the object store (:class:`StorageUnavailable`) fails the whole request, and then
+    every instance not yet stored is undone."""
+    if trail.scope.hospital_pk is None:
+        raise Forbidden("only a member hospital's staff may store instances")
+    # A few instances at a time: each waits on the database and the object store.
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(part: SpooledPart, parsed: ParsedInstance | HeaderError) -> InstanceResult:
+        async with gate:
+            return await _store_isolated(archive, trail, part, parsed, study)
+
+    # A task group: if one fails (the store is down), the others are cancelled, and undo
+    # their writes, before the caller removes the files.
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(part, parsed)) for part, parsed in parts]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def _check_content_type(value: str | None) -> MediaType:
@@ -121,13 +164,37 @@ def _check_content_type(value: str | None) -> MediaType:
     return media
 
 
-async def _parse(part: SpooledPart) -> ParsedInstance | HeaderError:
+async def parse_part(part: SpooledPart) -> ParsedInstance | HeaderError:
+    """Parse a spooled part's header (off the event loop); a refusal is a value."""
     if part.content_type is not None and part.content_type.essence != MediaTypes.DICOM.value:
         return HeaderError(f"part is {part.content_type.essence}, not application/dicom")
     try:
         return await asyncio.to_thread(read_instance, part.path)
     except HeaderError as exc:
         return exc
+
+
+async def _store_isolated(
+    archive: Archive, trail: Trail, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
+) -> InstanceResult:
+    """:func:`_store_one`, where anything but an outage fails this instance only."""
+    try:
+        return await _store_one(archive, trail, part, parsed, study)
+    except (StorageUnavailable, Forbidden):
+        raise
+    except Exception:
+        # A defect met by one instance's content (a value no layer expected): logged
+        # without the value, refused with a reason, and the request's others go on.
+        log.exception("STOW-RS: an instance could not be stored")
+        if isinstance(parsed, HeaderError):
+            return InstanceResult(None, None, failure=FailureReason.CANNOT_UNDERSTAND)
+        return InstanceResult(
+            parsed.sop_class_uid,
+            parsed.sop_instance_uid,
+            parsed.study_instance_uid,
+            parsed.series_instance_uid,
+            FailureReason.PROCESSING_FAILURE,
+        )
 
 
 async def _store_one(
@@ -145,8 +212,7 @@ async def _store_one(
     facts = await asyncio.to_thread(_facts, part, parsed)
     record = index_record(parsed.dataset)
     hospital_pk = trail.scope.hospital_pk
-    if hospital_pk is None:
-        raise Forbidden("only a member hospital's staff may store instances")
+    assert hospital_pk is not None  # checked by store_parsed
     pending = await repository.begin(
         archive.pool, record, facts, archive.settings.pending_timeout, hospital_pk
     )

@@ -3,13 +3,17 @@ nothing behind — on both object stores."""
 
 from __future__ import annotations
 
+import io
+
 import asyncpg
 import httpx
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from app.dicom.status import FailureReason
 from tests.fixtures import ArchiveUnderTest
-from tests.samples import SAMPLE_FILES, make_sample, multipart_body
+from tests.samples import SAMPLE_FILES, Sample, make_sample, multipart_body
 
 ALL_SAMPLES = list(SAMPLE_FILES)
 
@@ -267,3 +271,33 @@ async def test_a_single_application_dicom_body(served: ArchiveUnderTest):
         "/dicom-web/studies", content=b"nonsense" * 100, headers={"Content-Type": "application/dicom"}
     )
     assert garbage.status_code == 400
+
+
+def _corrupt_sample() -> Sample:
+    """A CT with what modalities send and PostgreSQL cannot hold: NUL characters inside
+    text values, and private DS values that are not numbers."""
+    sample = make_sample("ct", StudyDescription="Chest\x00CT", PatientID="ID\x00X")
+    ds = sample.dataset
+    for element, raw in ((0x00091001, b"1.5e9999x "), (0x00091002, b"abc\\1.0 ")):
+        ds._dict[Tag(element)] = RawDataElement(Tag(element), "DS", len(raw), raw, 0, False, True)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return Sample(buffer.getvalue(), sample.study, sample.series, sample.instance, sample.sop_class)
+
+
+async def test_corrupt_values_do_not_fail_the_request(served: ArchiveUnderTest):
+    corrupt, good = _corrupt_sample(), make_sample("mr")
+    response = await _post(served.client, [corrupt.data, good.data])
+    assert response.status_code == 200, response.text
+    assert len(response.json()["00081199"]["Value"]) == 2
+    # Stored byte for byte; the index and the metadata hold the values without NUL, and
+    # the DS values that are not numbers only by their VR.
+    url = f"/dicom-web/studies/{corrupt.study}/series/{corrupt.series}/instances/{corrupt.instance}"
+    retrieved = await served.client.get(url, headers={"Accept": "multipart/related; type=application/dicom"})
+    assert retrieved.status_code == 200
+    assert corrupt.data in retrieved.content
+    metadata = (await served.client.get(url + "/metadata")).json()[0]
+    assert metadata["00081030"]["Value"] == ["ChestCT"]
+    assert metadata["00091001"] == {"vr": "DS"}
+    found = await served.client.get("/dicom-web/studies", params={"PatientID": "IDX"})
+    assert [s["0020000D"]["Value"][0] for s in found.json()] == [corrupt.study]
