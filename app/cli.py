@@ -67,7 +67,11 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         # Access logs carry full URLs, and URLs may carry patient identifiers (QIDO
         # parameters); the archive logs its own events without them.
         access_log=False,
-        proxy_headers=True,
+        # Forwarded headers only from the configured proxies: uvicorn's default trusts
+        # 127.0.0.1, which would let any local client choose the address it is audited
+        # and locked out by.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         log_config=_log_config(),
     )
     return 0

@@ -11,7 +11,8 @@
     ├── UnsupportedMediaType      415  request Content-Type not supported (PS3.18 §10.5.1.2)
     ├── RangeNotSatisfiable       416  a byte range that starts beyond the end of an object
     ├── TooManyRequests           429  locked out after failed share codes or challenges
-    └── StorageUnavailable        503  the database or object store cannot be reached
+    ├── StorageUnavailable        503  the database or object store cannot be reached
+    └── ServiceBusy               503  a bound the archive keeps is reached (render memory)
 
 Foreign exceptions (asyncpg, botocore, OSError) are translated where they are met, in the
 repository and storage modules, so that everything above them only ever sees these.
@@ -89,6 +90,20 @@ class TooManyRequests(FilmlessError):
 
 
 class StorageUnavailable(FilmlessError):
+    """A dependency failed. ``message`` names which one (it is what clients read);
+    ``detail`` says where and how, for the log only: endpoints, buckets and object keys
+    are the operator's business, not a client's."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class ServiceBusy(FilmlessError):
+    """Work the archive bounds (decoding and rendering memory) is at its bound: retry."""
+
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 

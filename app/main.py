@@ -36,6 +36,7 @@ from app.routers import (
 from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.security.share_secrets import Hasher
+from app.services.budget import MemoryBudget
 from app.services.shares import Shares
 from app.services.sweep import sweep_forever
 from app.settings import Settings
@@ -131,7 +132,15 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     renderer = ThreadPoolExecutor(max_workers=settings.render_workers, thread_name_prefix="render")
     stack.callback(renderer.shutdown, wait=False, cancel_futures=True)
     thumbnails = LruBytes(settings.thumbnail_cache_bytes)
-    return Archive(settings=settings, pool=pool, store=store, renderer=renderer, thumbnails=thumbnails)
+    budget = MemoryBudget(settings.render_memory, settings.render_wait)
+    return Archive(
+        settings=settings,
+        pool=pool,
+        store=store,
+        renderer=renderer,
+        thumbnails=thumbnails,
+        render_budget=budget,
+    )
 
 
 async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack) -> Authenticator:

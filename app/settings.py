@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     #: Public base URL used in RetrieveURL/BulkDataURI; unset: derived from each request.
     base_url: str | None = None
+    #: Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For and
+    #: X-Forwarded-Proto are believed. Empty: none, so no client can pose as another
+    #: address (the share lockout and the audit trail go by the client's address).
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     #: Largest single STOW-RS part (one DICOM instance) accepted, in bytes (413 beyond).
     max_part_size: int = 4 << 30
@@ -53,6 +57,9 @@ class Settings(BaseSettings):
     pending_timeout: int = 3600
     #: Seconds between sweeps (0 disables the background sweep).
     sweep_interval: int = 600
+    #: Spool files and unfinished object uploads untouched this many seconds are what a
+    #: killed process left: each node's sweep removes them. Longer than any request.
+    leftover_age: int = Field(default=6 * 3600, ge=60)
 
     # --- Authentication (bearer JWTs from the hospital's identity provider) -------------
     #: Where verification keys come from: "local" (the archive signs its own tokens with a
@@ -115,6 +122,11 @@ class Settings(BaseSettings):
     thumbnail_cache_bytes: int = Field(default=64 << 20, ge=0)
     #: Threads decoding and rendering images (rendered, thumbnails, transcoding).
     render_workers: int = Field(default=2, ge=1)
+    #: Memory all decoding and rendering of a process may hold at once, in bytes; a
+    #: rendering that does not fit waits for others, up to ``render_wait`` seconds (then
+    #: 503), and one that could never fit is refused with 503 at once.
+    render_memory: int = Field(default=1 << 30, ge=64 << 20)
+    render_wait: float = Field(default=30.0, gt=0)
 
     #: Default and maximum number of QIDO-RS results per request.
     qido_default_limit: int = 100

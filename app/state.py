@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.lru import LruBytes
 from app.repository.database import Pool
+from app.services.budget import MemoryBudget
 from app.settings import Settings
 from app.storage.base import BlobStore
 
@@ -24,3 +25,5 @@ class Archive:
     #: and again, and a key names immutable content (a thumbnail of a deleted instance is
     #: never looked up: its index rows are gone).
     thumbnails: LruBytes
+    #: The memory decoding and rendering may take at once (FILMLESS_RENDER_MEMORY).
+    render_budget: MemoryBudget

@@ -7,7 +7,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import FilmlessError, RangeNotSatisfiable, Unauthorized
@@ -34,13 +35,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FilmlessError)
     async def archive_error(request: Request, exc: FilmlessError) -> JSONResponse:
         if exc.status >= 500:
-            log.warning("%s %s: %s", request.method, audit.redact(request.url.path), exc.message)
+            detail = getattr(exc, "detail", None) or exc.message
+            log.warning("%s %s: %s", request.method, audit.redact(request.url.path), detail)
         await _audit_failure(request, exc.status, exc.message)
         response = error_response(exc.status, exc.message)
         if isinstance(exc, RangeNotSatisfiable):
             response.headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 §15.5.17
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = _challenge(exc)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing's own refusals (no such path, method not allowed) in the same form as
+        # every other error.
+        response = error_response(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
         return response
 
     @app.exception_handler(RequestValidationError)

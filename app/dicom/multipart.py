@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import re
 import secrets
@@ -119,7 +120,9 @@ async def spool_parts(
     try:
         await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageUnavailable(f"cannot create the spool directory: {exc}") from exc
+        raise StorageUnavailable(
+            "the spool directory is unavailable", f"cannot create the spool directory: {exc}"
+        ) from exc
     spooler = _Spooler(boundary, spool_dir, max_part_size, on_part)
     try:
         received = 0
@@ -337,7 +340,10 @@ class _Spooler(Generic[T]):
             for kind, payload in events:
                 await self._apply(kind, payload)
         except OSError as exc:
-            raise StorageUnavailable(f"cannot spool a body part: {exc}") from exc
+            raise StorageUnavailable(
+                "the request cannot be spooled" + (": out of space" if exc.errno == errno.ENOSPC else ""),
+                f"cannot spool a body part: {exc}",
+            ) from exc
         if self._failure is not None:
             raise self._failure
 

@@ -49,9 +49,9 @@ class QidoQuery:
 
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_DA = re.compile(r"^\d{8}$")
-_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
-_INT = re.compile(r"^[+-]?\d{1,10}$")
+_DA = re.compile(r"^[0-9]{8}$")
+_TM = re.compile(r"^([0-9]{2})([0-9]{2})?([0-9]{2})?(?:\.([0-9]{1,6}))?$")
+_INT = re.compile(r"^[+-]?[0-9]{1,10}$")
 # Attributes whose value may be a comma-separated list of alternatives (PS3.18 §8.3.4.1).
 _LIST_VRS = {"UI"}
 _LIST_TAGS = {"00080061", "00080060"}  # ModalitiesInStudy, Modality
@@ -92,6 +92,9 @@ def parse_query(
     limit: int | None = None
     offset = 0
     for name, value in params:
+        if "\x00" in value or "\x00" in name:
+            # No stored value holds NUL (PS3.5 §6.2): such a query is malformed, not empty.
+            raise BadRequest("a query parameter contains a NUL character")
         if name == "limit":
             limit = _non_negative(name, value)
         elif name == "offset":
@@ -173,8 +176,9 @@ def _condition(name: str, attribute: Attribute, value: str) -> Condition:
     if vr in ("DA", "TM"):
         return _range_condition(name, attribute, value)
     if vr == "IS":
-        if not _INT.match(value):
-            raise BadRequest(f"query parameter {name!r}: {value!r} is not an integer")
+        # PS3.5 §6.2: an IS is within -2^31 .. 2^31-1, as the index's integer columns are.
+        if not _INT.match(value) or not -(1 << 31) <= int(value) < 1 << 31:
+            raise BadRequest(f"query parameter {name!r}: {value[:32]!r} is not an integer (IS)")
         return Condition(attribute, Match.SINGLE, (str(int(value)),))
     if vr != "UI" and ("*" in value or "?" in value):
         return Condition(attribute, Match.WILDCARD, (value,))
@@ -230,9 +234,19 @@ def _path_or_400(param: str, name: str) -> str:
         raise BadRequest(f"query parameter {param!r}: {exc.message}") from None
 
 
+#: ``limit`` and ``offset`` beyond this are refused: PostgreSQL's bigint, with room.
+MAX_OFFSET = (1 << 62) - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"query parameter {name!r}: {value!r} is not a non-negative integer")
+    """A ``limit`` or ``offset``: ASCII digits of a value the database can take.
+
+    >>> _non_negative("offset", "20")
+    20
+    """
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_OFFSET:
+        raise BadRequest(f"query parameter {name!r}: {value[:32]!r} is not an integer from 0 to {MAX_OFFSET}")
     return int(value)
 
 

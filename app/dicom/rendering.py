@@ -42,15 +42,19 @@ from app.errors import BadRequest, NotAcceptable
 
 __all__ = [
     "DEFAULT_QUALITY",
+    "MAX_RENDERED_PIXELS",
+    "MAX_VIEWPORT_SIDE",
     "RENDERED_MEDIA_TYPES",
     "THUMBNAIL_SIZE",
     "RenderOptions",
     "Viewport",
     "encode_image",
+    "output_size",
     "parse_rendered_params",
     "parse_uri_params",
     "render",
     "render_array",
+    "working_memory",
 ]
 
 #: The media types a frame renders to (PS3.18 §8.7.4, Table 8.7.4-1: single-frame images).
@@ -60,6 +64,11 @@ DEFAULT_QUALITY = 90
 #: Largest side of a thumbnail when the request has no viewport (PS3.18 §9.5 leaves the
 #: size to the server).
 THUMBNAIL_SIZE = 128
+#: Largest viewport side a request may ask for, and largest rendered image in pixels
+#: (PS3.18 §8.3.5.1.3 leaves the bounds to the server). A viewport is the client's
+#: display: 4096 covers a 4K screen; more would only let one request claim gigabytes.
+MAX_VIEWPORT_SIDE = 4096
+MAX_RENDERED_PIXELS = 4096 * 4096
 #: PS3.18 §8.3.5.1.1 annotation values.
 ANNOTATIONS = frozenset({"patient", "technique"})
 
@@ -132,7 +141,7 @@ def parse_uri_params(params: Params) -> RenderOptions:
             _number("windowWidth", one["windowWidth"]),
         )
         window = _checked_window("windowWidth", VoiWindow(center, width))
-    rows, columns = (_positive(name, one[name]) if name in one else None for name in ("rows", "columns"))
+    rows, columns = (_side(name, one[name]) if name in one else None for name in ("rows", "columns"))
     region = _region(one["region"]) if "region" in one else None
     return RenderOptions(
         window=window,
@@ -188,7 +197,7 @@ def _viewport(text: str) -> Viewport:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 6):
         raise BadRequest(f"query parameter 'viewport': {text!r} is not vw,vh[,sx,sy,sw,sh]")
-    width, height = (_positive("viewport", part) for part in parts[:2])
+    width, height = (_side("viewport", part) for part in parts[:2])
     if len(parts) == 2:
         return Viewport(width, height)
     sx, sy, sw, sh = (_integer("viewport", part) if part else None for part in parts[2:])
@@ -209,6 +218,13 @@ def _quality(name: str, text: str | None) -> int:
     if not 1 <= quality <= 100:
         raise BadRequest(f"query parameter {name!r}: {text!r} is not an integer from 1 to 100")
     return quality
+
+
+def _side(name: str, text: str) -> int:
+    value = _positive(name, text)
+    if value > MAX_VIEWPORT_SIDE:
+        raise BadRequest(f"query parameter {name!r}: {text!r} is larger than {MAX_VIEWPORT_SIDE} pixels")
+    return value
 
 
 def _positive(name: str, text: str) -> int:
@@ -421,10 +437,21 @@ def _color(pixels: npt.NDArray[Any], interpretation: str, bits_stored: int) -> n
     return pixels.astype(np.uint8, copy=False)
 
 
-def _fit(pixels: npt.NDArray[np.uint8], viewport: Viewport | None, thumbnail: bool) -> npt.NDArray[np.uint8]:
-    """Scale to fit the viewport, keeping the aspect ratio (PS3.18 §8.3.5.1.3); a thumbnail
-    fits :data:`THUMBNAIL_SIZE` by default and is never enlarged."""
-    height, width = pixels.shape[:2]
+def output_size(
+    options: RenderOptions, rows: int, columns: int, *, thumbnail: bool = False
+) -> tuple[int, int]:
+    """``(width, height)`` of the image that rendering a ``rows`` x ``columns`` frame with
+    ``options`` makes, known before any pixel is decoded; BadRequest when that is more
+    than :data:`MAX_RENDERED_PIXELS` (one viewport side given alone, as WADO-URI allows,
+    can ask for a huge image of a narrow frame).
+
+    >>> output_size(RenderOptions(viewport=Viewport(256, 256)), 512, 1024)
+    (256, 128)
+    >>> output_size(RenderOptions(), 512, 512, thumbnail=True)
+    (128, 128)
+    """
+    height, width = _region_shape(options.viewport, rows, columns)
+    viewport = options.viewport
     box = (viewport.width, viewport.height) if viewport else (None, None)
     if thumbnail and box == (None, None):
         box = (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
@@ -433,6 +460,43 @@ def _fit(pixels: npt.NDArray[np.uint8], viewport: Viewport | None, thumbnail: bo
     if thumbnail:
         scale = min(scale, 1.0)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale > 1 and size[0] * size[1] > MAX_RENDERED_PIXELS:
+        raise BadRequest(
+            f"the requested viewport would make a {size[0]}x{size[1]} image; "
+            f"at most {MAX_RENDERED_PIXELS} pixels are rendered"
+        )
+    return size
+
+
+def working_memory(
+    rows: int, columns: int, samples: int, bits_allocated: int, output: tuple[int, int]
+) -> int:
+    """An upper estimate of the bytes rendering one frame holds at once: the decoded frame,
+    a float working copy of it (color conversion), and the output with its resampling
+    buffers. Used to bound how much all renderings of a process may take together.
+
+    >>> working_memory(512, 512, 1, 16, (512, 512)) / (1 << 20)
+    1.75
+    """
+    pixels = rows * columns * samples
+    out = output[0] * output[1] * max(samples, 3 if samples > 1 else 1)
+    return pixels * max(1, (bits_allocated + 7) // 8) + pixels * (8 if samples > 1 else 1) + out * 4
+
+
+def _region_shape(viewport: Viewport | None, rows: int, columns: int) -> tuple[int, int]:
+    """``(rows, columns)`` of the source region, as :func:`_source_region` cuts it."""
+    ys, xs = _source_region(viewport, rows, columns)
+    return len(range(*ys.indices(rows))), len(range(*xs.indices(columns)))
+
+
+def _fit(pixels: npt.NDArray[np.uint8], viewport: Viewport | None, thumbnail: bool) -> npt.NDArray[np.uint8]:
+    """Scale to fit the viewport, keeping the aspect ratio (PS3.18 §8.3.5.1.3); a thumbnail
+    fits :data:`THUMBNAIL_SIZE` by default and is never enlarged."""
+    height, width = pixels.shape[:2]
+    # The source region is already cut: size it as a whole frame of that shape.
+    whole = Viewport(viewport.width, viewport.height) if viewport else None
+    size = output_size(RenderOptions(viewport=whole), height, width, thumbnail=thumbnail)
+    scale = size[0] / width
     if size == (width, height):
         return np.ascontiguousarray(pixels)
     image = Image.fromarray(np.ascontiguousarray(pixels))

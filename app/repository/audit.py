@@ -50,7 +50,22 @@ class AuditEvent:
 
     def values(self) -> list[Any]:
         data = asdict(self)
-        return [data[c] for c in _COLUMNS]
+        return [_storable(data[c]) for c in _COLUMNS]
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as PostgreSQL text can hold it: a NUL (which a hostile request may carry in
+    its path or parameters) becomes U+FFFD, so the refusal of such a request is recorded
+    like any other.
+
+    >>> _storable(["/studies/" + chr(0)]), _storable(3)
+    (['/studies/\ufffd'], 3)
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 async def insert(conn: asyncpg.Connection, event: AuditEvent) -> AuditEvent:
@@ -86,7 +101,14 @@ def _where(f: AuditFilter) -> tuple[str, list[Any]]:
         clauses.append(sql.replace("?", f"${len(values)}"))
 
     if f.hospital is not None:
-        add("(hospital = ? OR ? = ANY(owner_hospitals))", f.hospital)
+        # A hospital's trail: what its users did, what touched its data, and everything
+        # done through its shares (a recipient has no hospital, and a refused attempt
+        # touched no data, but both are the sharing hospital's business).
+        add(
+            "(hospital = ? OR ? = ANY(owner_hospitals) OR share_id IN "
+            "(SELECT s.id FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk WHERE h.code = ?))",
+            f.hospital,
+        )
     if f.patient_id is not None:
         add("? = ANY(patient_ids)", f.patient_id)
     if f.study_uid is not None:

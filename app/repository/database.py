@@ -10,7 +10,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from app.errors import StorageUnavailable
+from app.errors import BadRequest, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
-    """Map connection-level failures to 503; anything else is a bug and stays a 500."""
+    """Map connection-level failures to 503, and values the database cannot take (text with
+    NUL, a number out of its column's range: both come from a request's input) to 400;
+    anything else is a bug and stays a 500."""
     try:
         yield
+    except (
+        asyncpg.exceptions._base.DataError,  # client side: an argument that cannot be encoded
+        asyncpg.exceptions.CharacterNotInRepertoireError,
+        asyncpg.exceptions.UntranslatableCharacterError,
+        asyncpg.exceptions.NumericValueOutOfRangeError,
+    ) as exc:
+        # The client-side DataError is also an InterfaceError: caught before the clause below.
+        log.info("a value the database cannot take: %s", type(exc).__name__)
+        raise BadRequest("a value in the request is out of range or contains a NUL character") from exc
     except (
         OSError,
         asyncpg.exceptions.ConnectionDoesNotExistError,

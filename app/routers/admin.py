@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.deps import Administrator, ArchiveDep, Auditor
+from app.dicom.query import MAX_OFFSET
 from app.repository.audit import AuditFilter
 from app.services import admin, audit
 
@@ -58,7 +59,7 @@ async def query_audit(
     since: Annotated[dt.datetime | None, Query(description="From this time (inclusive)")] = None,
     until: Annotated[dt.datetime | None, Query(description="Until this time (exclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     format: Annotated[str, Query(pattern="^(json|csv)$", description="json, or csv for an export")] = "json",
 ) -> Response:
     f = AuditFilter(None, patient, study, subject, share, since, until)

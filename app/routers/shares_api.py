@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.deps import ArchiveDep, BaseDep, Sharer, SharesDep
+from app.dicom.query import MAX_OFFSET
 from app.errors import NotFound
 from app.repository import shares as repository
 from app.repository.shares import ShareFilter, ShareRow
@@ -104,7 +105,7 @@ async def list_shares(
     creator: Annotated[str | None, Query(description="Subject who created it")] = None,
     state: Annotated[Literal["active", "expired", "revoked", "exhausted"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[ShareOut]:
     assert caller.principal.hospital_pk is not None
     f = ShareFilter(caller.principal.hospital_pk, study, patient, creator, state)

@@ -166,7 +166,9 @@ async def retrieve_frames(
     )
 
 
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+# At most 18 digits: no value is larger than an exabyte, and int() of a longer string of
+# digits is slow or refused.
+_RANGE = re.compile(r"^bytes=([0-9]{1,18})-([0-9]{0,18})$")
 
 
 @router.get(

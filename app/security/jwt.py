@@ -5,7 +5,7 @@ Verification is strict by construction: the algorithm comes from a pinned allow-
 asymmetric JWS algorithms and must match the key's type, so neither ``alg: none`` nor an
 HMAC signature made with a public key as the secret can pass (the classic "algorithm
 confusion"); signature, issuer, audience, expiry and not-before are all checked, and a
-token without ``exp`` is refused.
+token without ``exp``, ``aud`` or ``iss`` is refused.
 """
 
 from __future__ import annotations
@@ -66,7 +66,15 @@ def verify(
             algorithms=[alg],
             issuer=issuer,
             audience=audience,
-            options={"require_exp": True, "require_iat": False, "leeway": leeway},
+            # Present, not only matching when present: a token minted for another
+            # audience without an "aud" claim must not pass (RFC 7519 §4.1.3).
+            options={
+                "require_exp": True,
+                "require_aud": True,
+                "require_iss": True,
+                "require_iat": False,
+                "leeway": leeway,
+            },
         )
     except ExpiredSignatureError as exc:
         raise TokenError("token has expired") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 
 from app.dicom.frames import Frame, frame_ranges
@@ -16,11 +17,13 @@ from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import StoredBulk
 from app.services.audit import Trail
-from app.services.reading import Body, read_frame
+from app.services.budget import decoding_memory
+from app.services.reading import Body, open_frame, read_frame
 from app.state import Archive
 
 #: More frames than this in one request is refused rather than streamed.
 MAX_FRAMES_PER_REQUEST = 10_000
+_FRAME_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -29,14 +32,16 @@ def parse_frame_list(text: str) -> list[int]:
     >>> parse_frame_list("3,1,3")
     [3, 1, 3]
     """
-    numbers = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise BadRequest(f"frame list {text!r}: {item!r} is not a frame number (1, 2, …)")
-        numbers.append(int(item))
-    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+    items = text.split(",")
+    if len(items) > MAX_FRAMES_PER_REQUEST:
         raise BadRequest(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
+    numbers = []
+    for item in items:
+        item = item.strip()
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+        if not _FRAME_NUMBER.fullmatch(item) or int(item) < 1:
+            raise BadRequest(f"frame list {text[:64]!r}: {item[:16]!r} is not a frame number (1, 2, …)")
+        numbers.append(int(item))
     return numbers
 
 
@@ -67,7 +72,7 @@ async def frames(
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
     if choice.decode:
         return await decoded_frame_parts(archive, trail, study, series, instance, selected, part_type)
-    return frame_parts(archive, stored, selected, part_type)
+    return await frame_parts(archive, stored, selected, part_type)
 
 
 async def decoded_frame_parts(
@@ -85,31 +90,50 @@ async def decoded_frame_parts(
     if item is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
     description = PixelDescription.from_json(json.loads(item.metadata), item.stored.transfer_syntax_uid)
+    pixel = item.stored.pixel
+    assert pixel is not None
+    need = decoding_memory(pixel.rows, pixel.columns, pixel.samples_per_pixel, pixel.bits_allocated)
     loop = asyncio.get_running_loop()
 
-    async def decoded(frame: Frame) -> AsyncIterator[bytes]:
-        data = b"".join([c async for c in read_frame(archive.store, item.stored.object_key, frame)])
-        native = await loop.run_in_executor(archive.renderer, native_frame_bytes, data, description)
-        yield native.data
+    async def decode(frame: Frame) -> bytes:
+        async with archive.render_budget.reserve(need):
+            data = b"".join([c async for c in read_frame(archive.store, item.stored.object_key, frame)])
+            native = await loop.run_in_executor(archive.renderer, native_frame_bytes, data, description)
+        return native.data
+
+    # The first frame is decoded now: pixel data the archive cannot decode is a 406, not a
+    # 200 with a cut body.
+    first = await decode(selected[0])
 
     async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-        for frame in selected:
-            yield {"Content-Type": part_type}, decoded(frame)
+        yield {"Content-Type": part_type}, _one(first)
+        for frame in selected[1:]:
+            yield {"Content-Type": part_type}, _one(await decode(frame))
 
     boundary = multipart_boundary()
     return Body(related_content_type(boundary, part_type.split(";")[0]), stream_multipart(parts(), boundary))
 
 
-def frame_parts(archive: Archive, stored: StoredBulk, selected: list[Frame], part_type: str) -> Body:
-    """A multipart/related body with one part per frame."""
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def frame_parts(archive: Archive, stored: StoredBulk, selected: list[Frame], part_type: str) -> Body:
+    """A multipart/related body with one part per frame; the first frame's object is opened
+    now, so that an object store outage is a 503 rather than a 200 with a cut body."""
     swap = 0
     if stored.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN and stored.pixel is not None:
         swap = (stored.pixel.bits_allocated or 8) // 8
 
+    def headers(frame: Frame) -> dict[str, str]:
+        return {"Content-Type": part_type, "Content-Length": str(sum(n for _, n in frame))}
+
+    first = await open_frame(archive.store, stored.object_key, selected[0], swap)
+
     async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
-        for frame in selected:
-            headers = {"Content-Type": part_type, "Content-Length": str(sum(n for _, n in frame))}
-            yield headers, read_frame(archive.store, stored.object_key, frame, swap)
+        yield headers(selected[0]), first
+        for frame in selected[1:]:
+            yield headers(frame), await open_frame(archive.store, stored.object_key, frame, swap)
 
     boundary = multipart_boundary()
     root = part_type.split(";")[0]

@@ -30,19 +30,30 @@ async def drain(reader: BlobReader) -> AsyncIterator[bytes]:
         await reader.aclose()
 
 
-async def read_frame(store: BlobStore, key: str, frame: Frame, swap_width: int = 0) -> AsyncIterator[bytes]:
-    """The bytes of one frame. ``swap_width`` > 1 converts big-endian samples of that many
-    bytes to little endian (native Explicit VR Big Endian, PS3.5 §A.3)."""
+async def open_frame(store: BlobStore, key: str, frame: Frame, swap_width: int = 0) -> AsyncIterator[bytes]:
+    """The bytes of one frame, with the object opened by this call: a missing object or an
+    unreachable store fails here, before a response that will carry the frame starts.
+    ``swap_width`` > 1 converts big-endian samples of that many bytes to little endian
+    (native Explicit VR Big Endian, PS3.5 §A.3)."""
     if len(frame) == 1 and swap_width <= 1:
         offset, length = frame[0]
-        async for chunk in drain(await store.open(key, offset, offset + length)):
-            yield chunk
-        return
+        return drain(await store.open(key, offset, offset + length))
     start = frame[0][0]
-    end = frame[-1][0] + frame[-1][1]
-    span = b"".join([chunk async for chunk in drain(await store.open(key, start, end))])
+    reader = await store.open(key, start, frame[-1][0] + frame[-1][1])
+    return _pieces(reader, frame, start, swap_width)
+
+
+async def _pieces(reader: BlobReader, frame: Frame, start: int, swap_width: int) -> AsyncIterator[bytes]:
+    # Frames spanning several fragments are read as one span, the item headers dropped.
+    span = b"".join([chunk async for chunk in drain(reader)])
     data = b"".join(span[o - start : o - start + n] for o, n in frame)
     yield _little_endian(data, swap_width) if swap_width > 1 else data
+
+
+async def read_frame(store: BlobStore, key: str, frame: Frame, swap_width: int = 0) -> AsyncIterator[bytes]:
+    """:func:`open_frame`, opened when first iterated."""
+    async for chunk in await open_frame(store, key, frame, swap_width):
+        yield chunk
 
 
 def _little_endian(data: bytes, width: int) -> bytes:

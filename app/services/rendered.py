@@ -16,7 +16,7 @@ from app.dicom.header import BULK_PLACEHOLDER
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import RenderedChoice
 from app.dicom.pixels import PixelDescription, Presentation, decode_frame
-from app.dicom.rendering import RenderOptions, render
+from app.dicom.rendering import RenderOptions, output_size, render, working_memory
 from app.errors import NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import Renderable
@@ -60,19 +60,32 @@ async def _source(archive: Archive, item: Renderable) -> _Source:
     return _Source(item, ranges, metadata, await _lut_data(archive, item, metadata))
 
 
+def _memory_needed(item: Renderable, options: RenderOptions, thumbnail: bool) -> int:
+    """What rendering one frame of ``item`` will hold, from the index alone; BadRequest
+    when the requested size is beyond the archive's bounds. Called for every image of a
+    response before its first byte."""
+    pixel = item.stored.pixel
+    assert pixel is not None
+    rows, columns = pixel.rows or 1, pixel.columns or 1
+    size = output_size(options, rows, columns, thumbnail=thumbnail)
+    return working_memory(rows, columns, pixel.samples_per_pixel or 1, pixel.bits_allocated or 16, size)
+
+
 async def render_frame(
     archive: Archive, source: _Source, frame: int, media_type: str, options: RenderOptions, thumbnail: bool
 ) -> bytes:
-    """One frame (1-based) of ``source`` rendered as ``media_type``."""
+    """One frame (1-based) of ``source`` rendered as ``media_type``, within the process's
+    render memory budget."""
     stored, ranges = source.item.stored, source.ranges
     if not 1 <= frame <= len(ranges):
         raise NotFound(f"the instance has {len(ranges)} frame(s); there is no frame {frame}")
-    data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[frame - 1])])
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        archive.renderer, _render, data, source.metadata, stored.transfer_syntax_uid, frame - 1, source.luts,
-        media_type, options, thumbnail,
-    )  # fmt: skip
+    async with archive.render_budget.reserve(_memory_needed(source.item, options, thumbnail)):
+        data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[frame - 1])])
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            archive.renderer, _render, data, source.metadata, stored.transfer_syntax_uid, frame - 1,
+            source.luts, media_type, options, thumbnail,
+        )  # fmt: skip
 
 
 def _render(
@@ -110,6 +123,7 @@ async def rendered_instance(
 ) -> Body:  # fmt: skip
     """An instance (all its frames) or chosen frames of it, rendered."""
     item = await _renderable(archive, trail, study, series, instance)
+    _memory_needed(item, options, False)
     source = await _source(archive, item)
     numbers = frames or list(range(1, _frame_count(item) + 1))
     if len(numbers) == 1 and not choice.multipart:
@@ -123,7 +137,7 @@ async def rendered_instance(
         for number in numbers:
             yield await render_frame(archive, source, number, choice.media_type, options, False)
 
-    return _multipart(images(), choice.media_type)
+    return await _multipart(images(), choice.media_type)
 
 
 async def rendered_collection(
@@ -139,6 +153,8 @@ async def rendered_collection(
     if not uids:
         raise NotFound(f"no series {series} in study {study}" if series else f"no study {study}")
     items = [await _renderable(archive, trail, study, se, i) for se, i in uids]
+    for item in items:
+        _memory_needed(item, options, False)
 
     async def images() -> AsyncIterator[bytes]:
         for item in items:
@@ -146,7 +162,7 @@ async def rendered_collection(
                 archive, await _source(archive, item), 1, choice.media_type, options, False
             )
 
-    return _multipart(images(), choice.media_type)
+    return await _multipart(images(), choice.media_type)
 
 
 async def thumbnail(
@@ -162,6 +178,7 @@ async def thumbnail(
         series, instance = chosen
     assert series is not None
     item = await _renderable(archive, trail, study, series, instance)
+    _memory_needed(item, options, True)
     number = frame or (_frame_count(item) + 1) // 2
     if options != RenderOptions():
         image = await render_frame(
@@ -205,8 +222,13 @@ def _single(image: bytes, media_type: str) -> Body:
     return Body(media_type, _one(image), len(image))
 
 
-def _multipart(images: AsyncIterator[bytes], media_type: str) -> Body:
+async def _multipart(images: AsyncIterator[bytes], media_type: str) -> Body:
+    """One part per image. The first is rendered now, so that what fails for all of them
+    (pixel data the archive cannot decode) is a status, not a cut body."""
+    first = await anext(images)
+
     async def parts() -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+        yield {"Content-Type": media_type}, _one(first)
         async for image in images:
             yield {"Content-Type": media_type}, _one(image)
 

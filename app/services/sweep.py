@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import time
+from pathlib import Path
 
 from app.repository import instances, shares
 from app.repository.database import try_lock
@@ -35,9 +39,33 @@ async def sweep_once(archive: Archive) -> int:
         return removed
 
 
+async def sweep_local(archive: Archive) -> int:
+    """Remove this node's leftovers of killed processes: spool files of requests that never
+    finished, and temporary objects of interrupted puts. Every node does its own (the
+    spool is local), so this runs outside the sweep's lock; how many were removed."""
+    age = archive.settings.leftover_age
+    removed = await asyncio.to_thread(_remove_stale_files, archive.settings.spool_path, time.time() - age)
+    removed += await archive.store.remove_stale_uploads(age)
+    if removed:
+        log.info("sweep removed %d leftover temporary files", removed)
+    return removed
+
+
+def _remove_stale_files(directory: Path, cutoff: float) -> int:
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
 async def sweep_forever(archive: Archive) -> None:
     while True:
         try:
+            await sweep_local(archive)
             await sweep_once(archive)
         except Exception:
             # A sweep that fails (database briefly away) is simply tried again later.

@@ -19,6 +19,7 @@ from app.dicom.pixels import NativeFrame, PixelDescription, native_frame_bytes
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import NotAcceptable
 from app.repository.retrieve import Renderable
+from app.services.budget import decoding_memory
 from app.services.reading import read_frame
 from app.state import Archive
 
@@ -47,9 +48,12 @@ async def transcoded(archive: Archive, item: Renderable) -> AsyncIterator[bytes]
     description = PixelDescription.from_json(json.loads(item.metadata), stored.transfer_syntax_uid)
     loop = asyncio.get_running_loop()
 
+    need = decoding_memory(pixel.rows, pixel.columns, pixel.samples_per_pixel, pixel.bits_allocated)
+
     async def decode(index: int) -> NativeFrame:
-        data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[index])])
-        return await loop.run_in_executor(archive.renderer, native_frame_bytes, data, description)
+        async with archive.render_budget.reserve(need):
+            data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[index])])
+            return await loop.run_in_executor(archive.renderer, native_frame_bytes, data, description)
 
     # The first frame tells what the decoded pixels are (YBR becomes RGB) before the header.
     first = await decode(0)

@@ -17,7 +17,7 @@ from app.repository import retrieve
 from app.repository.retrieve import Renderable, StoredMetadata, StoredObject
 from app.services.audit import Trail
 from app.services.frames import frame_parts
-from app.services.reading import Body, drain, read_frame
+from app.services.reading import Body, drain, open_frame
 from app.services.transcode import can_transcode, transcoded
 from app.state import Archive
 from app.storage.base import BlobReader
@@ -225,19 +225,20 @@ async def bulkdata(
     else:
         raise NotFound(f"instance {instance} has no bulk data at {path}")
     if multipart:
-        return frame_parts(archive, stored, frames, part_type)
+        return await frame_parts(archive, stored, frames, part_type)
     if len(frames) != 1:
         raise NotAcceptable("this bulk value has several frames: accept multipart/related")
     total = sum(n for _, n in frames[0])
+    # Opened before the response starts (open_frame): an outage is a 503, not a cut body.
     if byte_range is None:
         return Body(
-            "application/octet-stream", read_frame(archive.store, stored.object_key, frames[0]), total
+            "application/octet-stream", await open_frame(archive.store, stored.object_key, frames[0]), total
         )
     start, end = byte_range
     if start >= total:
         raise RangeNotSatisfiable(f"the value has {total} bytes", total)
     end = total - 1 if end is None or end >= total else end
-    chunks = read_frame(archive.store, stored.object_key, _sub_range(frames[0], start, end))
+    chunks = await open_frame(archive.store, stored.object_key, _sub_range(frames[0], start, end))
     return Body("application/octet-stream", chunks, end - start + 1, f"bytes {start}-{end}/{total}")
 
 

@@ -52,6 +52,11 @@ class BlobStore(Protocol):
         """The object's length in bytes; ``ObjectNotFound`` if there is none."""
         ...
 
+    async def remove_stale_uploads(self, older_than: float) -> int:
+        """Remove what puts interrupted by a crash left (temporary files, unfinished
+        multipart uploads) untouched for ``older_than`` seconds; how many."""
+        ...
+
     async def ping(self) -> None:
         """Raise ``StorageUnavailable`` unless the backend answers."""
         ...

@@ -25,7 +25,9 @@ async def open_store(settings: Settings, stack: contextlib.AsyncExitStack) -> Bl
         # once, where a missing directory simply means a first start.
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageUnavailable(f"object store: cannot create {root}: {exc}") from exc
+        raise StorageUnavailable(
+            "the object store is unavailable", f"object store: cannot create {root}: {exc}"
+        ) from exc
     store = FilesystemStore(root)
     stack.push_async_callback(store.close)
     return store

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal, ParamSpec, TypeVar
@@ -43,10 +45,17 @@ def _translate(key: str, *, missing: Literal["object", "store"] = "object") -> I
         yield
     except FileNotFoundError as exc:
         if missing == "object":
-            raise ObjectNotFound(f"no object {key!r}") from exc
-        raise StorageUnavailable(f"object store: {exc}") from exc
+            raise ObjectNotFound("the stored object is missing") from exc
+        raise StorageUnavailable("the object store is unavailable", f"object store: {exc}") from exc
     except OSError as exc:
-        raise StorageUnavailable(f"object store: {exc}") from exc
+        raise StorageUnavailable(_unavailable(exc), f"object store: {exc}") from exc
+
+
+def _unavailable(exc: OSError) -> str:
+    """What a client is told: which dependency failed and how, never where it lives."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the object store is out of space"
+    return "the object store is unavailable"
 
 
 async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -93,11 +102,35 @@ def _ensure_dir(directory: Path) -> None:
         _fsync_dir(level.parent)
 
 
-def _create_temp(directory: Path) -> tuple[int, Path]:
+#: Where objects are written before they are renamed into place: one directory on the
+#: same volume (so the rename is atomic), and the one place a crash can leave files.
+TEMPORARY_DIR = ".tmp"
+
+
+def _create_temp(root: Path) -> tuple[int, Path]:
     # The leading dot and the suffix keep temp names out of KEY_PATTERN.
+    directory = root / TEMPORARY_DIR
     path = directory / f".{secrets.token_hex(8)}.tmp"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        if not root.is_dir():
+            raise  # the store's root itself is gone: not something to paper over
+        directory.mkdir(exist_ok=True)
+        fd = os.open(path, flags, 0o644)
     return fd, path
+
+
+def _remove_stale(directory: Path, cutoff: float) -> int:
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def _commit(fd: int, temp: Path, target: Path) -> None:
@@ -156,7 +189,9 @@ class FilesystemReader:
             if not chunk:
                 # Cannot happen with atomic replacement, but a file truncated in place
                 # behind our back must not pass for a complete object.
-                raise StorageUnavailable(f"object {self._key!r} is shorter than expected")
+                raise StorageUnavailable(
+                    "the object store is unavailable", f"object {self._key!r} is shorter than expected"
+                )
         except BaseException:
             await self.aclose()
             raise
@@ -189,7 +224,7 @@ class FilesystemStore:
         target = self._path(key)
         with _translate(key, missing="store"):
             await _in_thread(_ensure_dir, target.parent)
-            fd, temp = await _in_thread(_create_temp, target.parent)
+            fd, temp = await _in_thread(_create_temp, self.root)
         size = 0
         try:
             # Small incoming chunks are coalesced so that each thread hop moves ~CHUNK_SIZE.
@@ -244,11 +279,19 @@ class FilesystemStore:
             stat = await _in_thread(path.stat)
         return stat.st_size
 
+    async def remove_stale_uploads(self, older_than: float) -> int:
+        """Remove temporary files untouched for ``older_than`` seconds: what a process
+        killed during a put left. A live put writes its file at least once a chunk."""
+        with _translate("", missing="store"):
+            return await _in_thread(_remove_stale, self.root / TEMPORARY_DIR, time.time() - older_than)
+
     async def ping(self) -> None:
         # Creating a file is the only reliable writability test: ``os.access`` grants the
         # root user everything and knows nothing of a full disk or inode table.
         if not await _in_thread(self.root.is_dir):
-            raise StorageUnavailable(f"object store: {self.root} is not a directory")
+            raise StorageUnavailable(
+                "the object store is unavailable", f"object store: {self.root} is not a directory"
+            )
         with _translate("", missing="store"):
             fd, temp = await _in_thread(_create_temp, self.root)
             await _in_thread(_discard, fd, temp)

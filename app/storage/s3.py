@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import io
 import logging
 from collections.abc import AsyncIterable, Coroutine, Iterator
@@ -64,11 +65,12 @@ def _translate(key: str | None = None) -> Iterator[None]:
     except ClientError as exc:
         code = _error_code(exc)
         if key is not None and code in _NOT_FOUND:
-            raise ObjectNotFound(f"no object {key!r}") from exc
-        raise StorageUnavailable(f"object store: {code or exc}") from exc
+            raise ObjectNotFound("the stored object is missing") from exc
+        raise StorageUnavailable("the object store is unavailable", f"object store: {code or exc}") from exc
     except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
         # OSError includes TimeoutError (asyncio's since 3.11) and refused connections.
-        raise StorageUnavailable(f"object store: {exc}") from exc
+        # Their text names the endpoint, bucket and key: for the log, not the client.
+        raise StorageUnavailable("the object store is unavailable", f"object store: {exc}") from exc
 
 
 def _reveal(secret: SecretStr | None) -> str | None:
@@ -300,7 +302,9 @@ class S3Store:
             # A 200 instead of a 206: the server ignored the range. Streaming the whole
             # object as if it were the range would corrupt the response.
             body.close()
-            raise StorageUnavailable("object store ignored a Range request")
+            raise StorageUnavailable(
+                "the object store is unavailable", "object store ignored a Range request"
+            )
         return S3Reader(body, key, int(response["ContentLength"]))
 
     def _empty_reader(self, key: str, start: int, size: int) -> S3Reader:
@@ -324,6 +328,20 @@ class S3Store:
         with _translate(key):
             response = await self.client.head_object(Bucket=self.bucket, Key=key)
         return int(response["ContentLength"])
+
+    async def remove_stale_uploads(self, older_than: float) -> int:
+        """Abort multipart uploads started more than ``older_than`` seconds ago: what a
+        process killed during a put left (the parts are invisible, but they use space)."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        aborted = 0
+        with _translate():
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        await self._abort(upload["Key"], upload["UploadId"])
+                        aborted += 1
+        return aborted
 
     async def ping(self) -> None:
         with _translate():

@@ -141,6 +141,8 @@ async def test_no_token_is_401_with_a_challenge(idp_archive: ArchiveUnderTest):
         ("wrong audience", lambda: sign(_claims(aud="someone-else"), RSA_KEY, "RS256", "rsa-1")),
         ("wrong issuer", lambda: sign(_claims(iss="https://evil.test"), EC_KEY, "ES256", "ec-1")),
         ("no expiry", lambda: sign(_claims(exp=None), RSA_KEY, "RS256", "rsa-1")),
+        ("no audience", lambda: sign(_claims(aud=None), RSA_KEY, "RS256", "rsa-1")),
+        ("no issuer", lambda: sign(_claims(iss=None), EC_KEY, "ES256", "ec-1")),
         ("alg none", lambda: _unsigned(_claims())),
         ("alg none, kid set", lambda: _unsigned(_claims(), "None")),
         ("HMAC with the public key", lambda: _hmac_with_public_key(_claims())),
