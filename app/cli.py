@@ -121,7 +121,19 @@ def _token(settings: Settings, hospital: str, roles: list[str], subject: str, li
     if settings.auth_keys != "local":
         print("tokens come from the identity provider (FILMLESS_AUTH_KEYS is not 'local')", file=sys.stderr)
         return 2
-    print(issue_local_token(settings, subject, hospital, roles or ["reader"], lifetime))
+    from app.security.keys import NoLocalKey
+
+    try:
+        print(issue_local_token(settings, subject, hospital, roles or ["reader"], lifetime))
+    except NoLocalKey as missing:
+        print(
+            f"no token signing key at {missing}: the server creates it when it first starts, "
+            "so these are not the running server's settings. Run this command with the "
+            "server's FILMLESS_DATA_DIR (or FILMLESS_AUTH_LOCAL_KEY_FILE), e.g. "
+            "FILMLESS_DATA_DIR=/path/to/data filmless token ...",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -19,7 +19,24 @@ from app.state import Archive
 
 def public_base(request: Request) -> str:
     """The archive's public base URL (``FILMLESS_BASE_URL``, else from the request)."""
-    return (get_archive(request).settings.base_url or str(request.base_url)).rstrip("/")
+    return (get_archive(request).settings.base_url or _request_base(request)).rstrip("/")
+
+
+def _request_base(request: Request) -> str:
+    """The base URL the client reached. A ``Host`` header without a port (some clients
+    send one) means port 80 or 443; when the server listens elsewhere and no proxy stands
+    in front (a proxy's ``Host`` is the public one), the port the connection came to is
+    the one to point back at."""
+    base = str(request.base_url)
+    settings = get_archive(request).settings
+    host = request.headers.get("host", "")
+    server = request.scope.get("server")
+    has_port = ":" in host.rsplit("]", 1)[-1]
+    if host and not has_port and server and server[1] and not settings.trusted_proxies:
+        port = int(server[1])
+        if port != {"http": 80, "https": 443}.get(request.url.scheme):
+            base = f"{request.url.scheme}://{host}:{port}{request.scope.get('root_path', '')}/"
+    return base
 
 
 def get_shares(request: Request) -> Shares:
@@ -35,7 +52,7 @@ def get_archive(request: Request) -> Archive:
 def dicomweb_root(request: Request) -> str:
     """The absolute URL of the DICOMweb root, for RetrieveURL and BulkDataURI values."""
     archive = get_archive(request)
-    base = archive.settings.base_url or str(request.base_url)
+    base = archive.settings.base_url or _request_base(request)
     # Under a share's root (app.share_gateway), URLs point back under that root.
     return base.rstrip("/") + str(request.scope.get(PREFIX_KEY, "")) + "/dicom-web"
 

@@ -79,7 +79,7 @@ def token(
 ) -> str:
     """A real token, signed with the archive's local key."""
     return issue_local_token(
-        settings, subject, hospital, ALL_ROLES if roles is None else roles, 3600, **claims
+        settings, subject, hospital, ALL_ROLES if roles is None else roles, 3600, create_key=True, **claims
     )
 
 

@@ -91,10 +91,18 @@ class Authenticator:
 
 
 def issue_local_token(
-    settings: Settings, subject: str, hospital: str, roles: list[str], lifetime: int, **claims: Any
+    settings: Settings,
+    subject: str,
+    hospital: str,
+    roles: list[str],
+    lifetime: int,
+    *,
+    create_key: bool = False,
+    **claims: Any,
 ) -> str:
-    """A token signed with the archive's local key (``filmless token``)."""
-    issuer = LocalIssuer(settings.local_key_path)
+    """A token signed with the archive's local key (``filmless token``); NoLocalKey when the
+    key is not there (unless ``create_key``: tests that sign before the server starts)."""
+    issuer = LocalIssuer(settings.local_key_path, create=create_key)
     now = int(time.time())
     body = {
         "iss": settings.auth_issuer,

@@ -100,12 +100,20 @@ class JwksKeys:
         await self._client.aclose()
 
 
-class LocalIssuer:
-    """The archive's own signing key, created on first use (mode 0600): tokens for
-    development and the embedded default, printed by ``filmless token``."""
+class NoLocalKey(Exception):
+    """``filmless token`` found no signing key where the settings say the server keeps it."""
 
-    def __init__(self, path: Path) -> None:
+
+class LocalIssuer:
+    """The archive's own signing key, created when the server first starts (mode 0600):
+    tokens for development and the embedded default, printed by ``filmless token``. Only
+    the server creates it: a token command run with other settings than the server's
+    must not mint tokens with a key the server has never seen."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if not create and not path.exists():
+            raise NoLocalKey(str(path))
         self.private_pem = _load_or_create(path)
         self.public = public_jwk(self.private_pem, LOCAL_ALGORITHM, LOCAL_KID)
 
