@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    configure_logging(settings)
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "migrate":
@@ -55,6 +51,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     from app.main import create_app
 
+    if settings.workers > 1:
+        # Each worker writes its metric samples here; a scrape of any sums them all.
+        _metrics_dir(settings)
     # Several workers are separate processes that each build the app from the import
     # string; create_app() then reads the same settings from the same environment.
     app: Any = create_app(settings) if settings.workers == 1 else "app.main:create_app"
@@ -72,25 +71,60 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         # and locked out by.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-        log_config=_log_config(),
+        log_config=_log_config(settings),
     )
     return 0
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, plus the archive's own INFO messages: worker processes are
-    spawned afresh and configure logging from this alone."""
-    from uvicorn.config import LOGGING_CONFIG
+def _metrics_dir(settings: Settings) -> None:
+    import os
+    import shutil
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["archive"] = {"format": LOG_FORMAT}
-    config["handlers"]["archive"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "archive",
-        "stream": "ext://sys.stderr",
+    directory = settings.data_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)  # a previous run's samples
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _log_config(settings: Settings) -> dict[str, Any]:
+    """The whole process's logging: the archive's, uvicorn's and the embedded PostgreSQL's
+    lines in one form (JSON by default) at ``FILMLESS_LOG_LEVEL``. Worker processes are
+    spawned afresh and configure logging from this alone."""
+    formatter = {"json": "app.logs.JsonFormatter", "text": "app.logs.TextFormatter"}[settings.log_format]
+    quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"archive": {"()": formatter}},
+        "handlers": {
+            "archive": {
+                "class": "logging.StreamHandler",
+                "formatter": "archive",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["archive"], "level": settings.log_level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            # The archive writes its own access line (app.web.RequestLog), without queries.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+            # The embedded server's start-up chatter, and pydicom's remarks on each odd
+            # value a modality sends, are for debugging.
+            "pgserver": {"level": quiet},
+            "pydicom": {"level": quiet},
+            # Python warnings (a library's remark on its environment) go through logging
+            # too, so that every line stays JSON; they matter only when debugging.
+            "py.warnings": {"level": "DEBUG" if settings.log_level == "DEBUG" else "ERROR"},
+        },
     }
-    config["root"] = {"handlers": ["archive"], "level": "INFO"}
-    return config
+
+
+def configure_logging(settings: Settings) -> None:
+    import logging.config
+
+    logging.config.dictConfig(_log_config(settings))
+    logging.captureWarnings(True)
 
 
 async def _database(settings: Settings) -> Any:

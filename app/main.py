@@ -24,6 +24,7 @@ from app.routers import (
     admin,
     delete,
     health,
+    metrics,
     pages,
     qido,
     rendered,
@@ -43,7 +44,7 @@ from app.settings import Settings
 from app.share_gateway import ShareGateway
 from app.state import Archive
 from app.storage.factory import open_store
-from app.web import CatchUnexpected, install_error_handlers
+from app.web import CatchUnexpected, RequestLog, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Viewers send Accept (with multipart/related parameters) and a bearer token.
             allow_headers=["Accept", "Authorization", "Content-Type", "If-None-Match", "Range"],
             # What viewers read from responses (PS3.18 §8.10 for Warning).
-            expose_headers=["Content-Type", "Content-Length", "Content-Range", "ETag", "Warning", "Location"],
+            expose_headers=[
+                "Content-Type",
+                "Content-Length",
+                "Content-Range",
+                "ETag",
+                "Warning",
+                "Location",
+                "X-Request-ID",
+            ],
             max_age=settings.cors_max_age,
         )
     for module in (
         health,
+        metrics,
         stow,
         qido,
         wado,
@@ -108,8 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages,
     ):
         app.include_router(module.router)
-    # Outermost: share paths are rewritten before anything else sees them.
+    # Share paths are rewritten before routing sees them; the request log is outermost, so
+    # that its id is on every line the request causes and its status is the one sent.
     app.add_middleware(ShareGateway)
+    app.add_middleware(RequestLog)
     return app
 
 

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     #: Objects larger than this go up as S3 multipart uploads, in parts of this size.
     s3_part_size: int = Field(default=16 << 20, ge=5 << 20)
 
+    #: The log's level and form: one JSON object per line, or text for a terminal.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    #: The bearer token a Prometheus scrape of /metrics must send; unset: /metrics answers
+    #: only clients on this machine that do not come through a proxy.
+    metrics_token: SecretStr | None = None
+
     host: str = "127.0.0.1"
     port: int = 8000
     #: Worker processes of ``filmless serve``, each with its own event loop, database pool

@@ -4,6 +4,7 @@ recording the failed request in the audit trail."""
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,10 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import logs, metrics
 from app.errors import FilmlessError, RangeNotSatisfiable, Unauthorized
 from app.services import audit
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("filmless.access")
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -93,6 +96,79 @@ class CatchUnexpected:
             request = Request(scope)
             await _audit_failure(request, 500, "internal error")
             await error_response(500, "internal error")(scope, receive, send)
+
+
+class RequestLog:
+    """Gives each request an id (kept from a well-formed incoming ``X-Request-ID``, else
+    new), sends it back in ``X-Request-ID``, and writes one access line per request:
+    method, path (share secrets redacted; never the query, which may name a patient),
+    status, bytes sent, duration and client address."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = logs.new_request_id(incoming)
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        status, sent, received = 0, 0, 0
+
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting, tracking)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route(scope)
+            metrics.REQUESTS.labels(route, scope["method"], str(status or 0)).inc()
+            metrics.LATENCY.labels(route, scope["method"]).observe(elapsed)
+            metrics.BYTES_OUT.labels(route).inc(sent)
+            if received:
+                metrics.BYTES_IN.labels(route).inc(received)
+            client = scope.get("client")
+            access.info(
+                "%s %s %s",
+                scope["method"],
+                audit.redact(scope["path"]),
+                status or "-",
+                extra={
+                    "status": status or None,
+                    "bytes": sent,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "client": client[0] if client else None,
+                },
+            )
+            logs.request_id.reset(token)
+
+
+def _route(scope: Scope) -> str:
+    """The template of the route that served the request: a bounded label, no UIDs."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return str(path)
+    path_: str = scope["path"]
+    if path_.startswith(("/share/", "/s/")):
+        return "/" + path_.split("/")[1] + "/{secret}"
+    return "unmatched"
 
 
 def _challenge(exc: Unauthorized) -> str:

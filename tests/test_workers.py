@@ -70,6 +70,12 @@ def test_workers_store_and_retrieve(live_server: LiveServer, clean_db: str):
     assert codes == ["LOCAL"]
     assert "sweep failed" not in live_server.log.read_text(errors="replace")
 
+    # Whichever worker answers a scrape, it counts every worker's requests.
+    stored = 'filmless_instances_stored_total{protocol="STOW-RS"}'
+    for _ in range(4):
+        text = httpx.get(live_server.url + "/metrics", timeout=30).text
+        assert sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(stored)) == 6
+
 
 async def _hospital_codes(url: str) -> list[str]:
     conn = await asyncpg.connect(url)

@@ -199,7 +199,7 @@ def _transfer_syntax(fp: BinaryIO, path: Path) -> str:
         meta = read_file_meta_info(path)
         uid = meta.get("TransferSyntaxUID")
     except _PARSE_ERRORS as exc:
-        raise HeaderError(f"unreadable File Meta Information: {exc}") from exc
+        raise HeaderError(f"unreadable File Meta Information ({type(exc).__name__})") from exc
     if not meta:
         raise HeaderError("the File Meta Information (group 0002) is missing")
     if not uid or not isinstance(uid, str) or not _UID.fullmatch(uid.strip()):
@@ -219,7 +219,7 @@ def _parse(fp: BinaryIO, deflated: bool) -> Dataset:
             fp, stop_before_pixels=True, defer_size=None if deflated else BULK_DATA_THRESHOLD
         )
     except _PARSE_ERRORS as exc:
-        raise HeaderError(f"malformed data set: {exc}") from exc
+        raise HeaderError(f"malformed data set ({type(exc).__name__})") from exc
 
 
 def _check_lengths(ds: Dataset, size: int, stop: int) -> None:
@@ -272,7 +272,8 @@ def _load(ds: Dataset, tag: int) -> DataElement:
     try:
         return ds[tag]
     except _PARSE_ERRORS as exc:
-        raise HeaderError(f"invalid value in element {_tag(tag)}: {exc}") from exc
+        # The reason without the value: it may be a patient's name, and reasons are logged.
+        raise HeaderError(f"invalid value in element {_tag(tag)} ({type(exc).__name__})") from exc
 
 
 def _raw_bulk_vr(raw: RawDataElement) -> str | None:

@@ -10,6 +10,7 @@ from typing import TypeAlias
 
 import asyncpg
 
+from app import metrics
 from app.errors import BadRequest, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ async def translate_errors() -> AsyncIterator[None]:
         asyncpg.exceptions.InterfaceError,
     ) as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
+        metrics.DEPENDENCY_ERRORS.labels("database").inc()
         raise StorageUnavailable("the database is unavailable") from exc
 
 

@@ -16,6 +16,7 @@ from enum import Enum
 
 from fastapi import Request
 
+from app import metrics
 from app.access import Principal
 from app.dicom.audit_message import audit_message
 from app.repository import audit as repository
@@ -156,8 +157,13 @@ async def commit(archive: Archive, trail: Trail, status: int, detail: str | None
         return
     trail.recorded = True
     trail.event.outcome, trail.event.detail = status, detail
+    if trail.event.transaction in _RECIPIENT_TRANSACTIONS:
+        metrics.SHARE_ACCESSES.labels(str(status)).inc()
     await repository.record(archive.pool, trail.event)
     await export(archive, [trail.event])
+
+
+_RECIPIENT_TRANSACTIONS = frozenset({Transaction.SHARE_ACCESS.value, Transaction.SHARE_DOWNLOAD.value})
 
 
 def stored_in_transaction(trail: Trail) -> None:

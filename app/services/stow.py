@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import metrics
 from app.dicom.elements import JsonDataset, element, sequence
 from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
 from app.dicom.indexing import index_record
@@ -141,7 +142,11 @@ async def store_parsed(
             tasks = [group.create_task(one(part, parsed)) for part, parsed in parts]
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
-    return [task.result() for task in tasks]
+    results = [task.result() for task in tasks]
+    for result in results:
+        if result.failure is not None:
+            metrics.INSTANCES_REFUSED.labels(f"{int(result.failure):04X}").inc()
+    return results
 
 
 def _check_content_type(value: str | None) -> MediaType:
@@ -226,6 +231,7 @@ async def _store_one(
     event.instance_uids, event.patient_ids = [parsed.sop_instance_uid], [record.patient.patient_id]
     event.owner_hospitals = [trail.event.hospital or ""]
     if await _write_object(archive, part.path, pending, facts.object_key, event):
+        metrics.INSTANCES_STORED.labels(trail.event.transaction).inc()
         await audit.export(archive, [event])
         return result
     return _failed(result, FailureReason.PROCESSING_FAILURE)

@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from app import metrics
 from app.repository import instances, shares
 from app.repository.database import try_lock
 from app.services.delete import collect_garbage
@@ -32,10 +33,12 @@ async def sweep_once(archive: Archive) -> int:
         removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
         if removed:
             log.info("sweep removed %d abandoned pending writes", removed)
+            metrics.SWEEP_REMOVED.labels("pending_write").inc(removed)
         await shares.tidy(archive.pool, archive.settings.share_failure_window)
         collected = await collect_garbage(archive)
         if collected:
             log.info("sweep removed %d objects of deleted instances", collected)
+            metrics.SWEEP_REMOVED.labels("deleted_object").inc(collected)
         return removed
 
 
@@ -48,6 +51,7 @@ async def sweep_local(archive: Archive) -> int:
     removed += await archive.store.remove_stale_uploads(age)
     if removed:
         log.info("sweep removed %d leftover temporary files", removed)
+        metrics.SWEEP_REMOVED.labels("leftover_file").inc(removed)
     return removed
 
 

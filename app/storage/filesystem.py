@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal, ParamSpec, TypeVar
 
+from app import metrics
 from app.errors import ObjectNotFound, RangeNotSatisfiable, StorageUnavailable
 from app.storage.base import CHUNK_SIZE
 
@@ -48,6 +49,7 @@ def _translate(key: str, *, missing: Literal["object", "store"] = "object") -> I
             raise ObjectNotFound("the stored object is missing") from exc
         raise StorageUnavailable("the object store is unavailable", f"object store: {exc}") from exc
     except OSError as exc:
+        metrics.DEPENDENCY_ERRORS.labels("object_store").inc()
         raise StorageUnavailable(_unavailable(exc), f"object store: {exc}") from exc
 
 

@@ -21,6 +21,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from app import metrics
 from app.errors import ObjectNotFound, RangeNotSatisfiable, StorageUnavailable
 from app.settings import Settings
 from app.storage.base import CHUNK_SIZE
@@ -66,10 +67,12 @@ def _translate(key: str | None = None) -> Iterator[None]:
         code = _error_code(exc)
         if key is not None and code in _NOT_FOUND:
             raise ObjectNotFound("the stored object is missing") from exc
+        metrics.DEPENDENCY_ERRORS.labels("object_store").inc()
         raise StorageUnavailable("the object store is unavailable", f"object store: {code or exc}") from exc
     except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
         # OSError includes TimeoutError (asyncio's since 3.11) and refused connections.
         # Their text names the endpoint, bucket and key: for the log, not the client.
+        metrics.DEPENDENCY_ERRORS.labels("object_store").inc()
         raise StorageUnavailable("the object store is unavailable", f"object store: {exc}") from exc
 
 
