@@ -1,4 +1,4 @@
-"""The ``filmless`` command: ``serve``, ``migrate`` and ``openapi``."""
+"""The ``filmless`` command: ``serve``, ``migrate``, ``import`` and ``openapi``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app import import_command
 from app.settings import Settings
 
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("code", help="the code tokens name it by (letters, digits, . _ -)")
     add.add_argument("--name", required=True, help="its name")
     hospital_commands.add_parser("list", help="list member hospitals")
+    import_command.add_parser(commands)
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     args = parser.parse_args(argv)
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token(settings, args.hospital, args.role, args.subject, args.lifetime)
     if args.command == "hospital":
         return asyncio.run(_hospital(settings, args))
+    if args.command == "import":
+        return import_command.run(settings, args)
     return _openapi(args.output)
 
 

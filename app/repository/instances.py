@@ -21,7 +21,7 @@ import asyncpg
 from app.dicom.indexing import IndexRecord
 from app.repository import audit
 from app.repository.audit import AuditEvent
-from app.repository.database import Pool, transaction
+from app.repository.database import Pool, connection, transaction
 
 UPSERT_PATIENT = """
 INSERT INTO patients (hospital_pk, patient_id, issuer_of_patient_id, patient_name, patient_name_fold,
@@ -90,6 +90,11 @@ FROM instances WHERE sop_instance_uid = $1 FOR UPDATE"""
 TAKE_OVER = """
 UPDATE instances SET series_pk = $2, object_key = $3, size = $4, sha256 = $5, updated_at = now()
 WHERE pk = $1"""
+
+# Whether a hospital holds a stored instance of this UID (an import that coerces skips it).
+SELECT_HELD = """
+SELECT 1 FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
+WHERE i.sop_instance_uid = $1 AND i.status = 1 AND st.hospital_pk = $2"""
 
 LOCK_STUDY = "SELECT pk FROM studies WHERE pk = $1 FOR UPDATE"
 COUNT_SERIES_INSTANCE = """
@@ -315,3 +320,9 @@ async def sweep(
                 await conn.execute(DELETE_EMPTY_STUDIES, stale_after)
                 await conn.execute(DELETE_EMPTY_PATIENTS, stale_after)
                 return removed
+
+
+async def held(pool: Pool, hospital_pk: int, sop_instance_uid: str) -> bool:
+    """Whether ``hospital_pk`` holds a stored instance ``sop_instance_uid``."""
+    async with connection(pool) as conn:
+        return await conn.fetchval(SELECT_HELD, sop_instance_uid, hospital_pk) is not None

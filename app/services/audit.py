@@ -40,6 +40,10 @@ class Transaction(Enum):
     SHARE = "SHARE"  # staff creating, listing, revoking shares
     SHARE_ACCESS = "SHARE-ACCESS"  # a recipient opening a share: page, challenge, code
     SHARE_DOWNLOAD = "SHARE-DOWNLOAD"
+    IMPORT = "IMPORT"  # media (CD, ZIP, folder) imported: one event per import
+    COERCE = "COERCE"  # an imported instance's patient attributes reconciled (IHE IRWF.b)
+    JOB = "JOB"  # reading a background job's progress
+    SEND = "SEND"  # a study sent to another archive (C-STORE or STOW-RS): one event per send
 
 
 class Trail:

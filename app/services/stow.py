@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from app import metrics
@@ -52,6 +52,8 @@ class InstanceResult:
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
     failure: FailureReason | None = None
+    #: Stored before, byte for byte (an idempotent success that wrote nothing).
+    already_stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,8 @@ async def _store_one(
         archive.pool, record, facts, archive.settings.pending_timeout, hospital_pk
     )
     if pending.outcome is Outcome.IDENTICAL:
-        return result  # storing the same bytes again is an idempotent success
+        # Storing the same bytes again is an idempotent success.
+        return replace(result, already_stored=True)
     if pending.outcome is not Outcome.NEW:
         return _failed(result, _REFUSALS[pending.outcome])
     event = trail.child(Transaction.STOW)
