@@ -9,9 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.access import Principal, Right, requires
+from app.access import Principal, Right, authenticate, requires
+from app.errors import Forbidden
 from app.services import audit
 from app.services.audit import Trail, Transaction
+from app.services.jobs import Jobs
 from app.services.shares import Shares
 from app.share_gateway import PREFIX_KEY
 from app.state import Archive
@@ -42,6 +44,11 @@ def _request_base(request: Request) -> str:
 def get_shares(request: Request) -> Shares:
     shares: Shares = request.app.state.shares
     return shares
+
+
+def get_jobs(request: Request) -> Jobs:
+    jobs: Jobs = request.app.state.jobs
+    return jobs
 
 
 def get_archive(request: Request) -> Archive:
@@ -82,7 +89,25 @@ def caller(right: Right, transaction: Transaction) -> Callable[..., Awaitable[Ca
     return dependency
 
 
+def member_caller(transaction: Transaction) -> Callable[..., Awaitable[Caller]]:
+    """Any member hospital's staff (any role; not a share link), for what concerns only
+    their own hospital's work, such as the jobs they run."""
+
+    async def start_trail(request: Request) -> Trail:
+        return audit.start(request, transaction)
+
+    async def dependency(
+        trail: Trail = Depends(start_trail), principal: Principal = Depends(authenticate)
+    ) -> Caller:
+        if principal.share_id is not None or principal.hospital_pk is None:
+            raise Forbidden("only a member hospital's staff may do this")
+        return Caller(principal, trail)
+
+    return dependency
+
+
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 RootDep = Annotated[str, Depends(dicomweb_root)]
 BaseDep = Annotated[str, Depends(public_base)]
 SharesDep = Annotated[Shares, Depends(get_shares)]
@@ -93,6 +118,8 @@ Sharer = Annotated[Caller, Depends(caller(Right.SHARE, Transaction.SHARE))]
 MetadataReader = Annotated[Caller, Depends(caller(Right.READ, Transaction.METADATA))]
 UriRetriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO_URI))]
 Uploader = Annotated[Caller, Depends(caller(Right.STORE, Transaction.STOW))]
+Importer = Annotated[Caller, Depends(caller(Right.STORE, Transaction.IMPORT))]
+JobReader = Annotated[Caller, Depends(member_caller(Transaction.JOB))]
 Deleter = Annotated[Caller, Depends(caller(Right.DELETE, Transaction.DELETE))]
 Auditor = Annotated[Caller, Depends(caller(Right.AUDIT, Transaction.AUDIT_QUERY))]
 Administrator = Annotated[Caller, Depends(caller(Right.ADMINISTER, Transaction.ADMIN))]

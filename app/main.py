@@ -24,6 +24,8 @@ from app.routers import (
     admin,
     delete,
     health,
+    imports,
+    jobs,
     metrics,
     pages,
     qido,
@@ -38,6 +40,7 @@ from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.security.share_secrets import Hasher
 from app.services.budget import MemoryBudget
+from app.services.jobs import Jobs
 from app.services.shares import Shares
 from app.services.sweep import sweep_forever
 from app.settings import Settings
@@ -65,12 +68,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.archive = archive
             app.state.authenticator = await open_authenticator(archive, stack)
             app.state.shares = Shares(archive, Hasher.from_file(settings.share_key_path))
+            app.state.jobs = background = Jobs(archive)
+            await background.open()
             sweeper = None
             if settings.sweep_interval > 0:
                 sweeper = asyncio.create_task(sweep_forever(archive))
             try:
                 yield
             finally:
+                # Running jobs are cancelled (and undo what they had in flight) while the
+                # database and the object store are still open.
+                await background.close()
                 if sweeper is not None:
                     sweeper.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -116,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         shares_api,
         share_pages,
         pages,
+        imports,
+        jobs,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_part_size: int = 4 << 30
     #: Largest STOW-RS request body, in bytes (413 beyond).
     max_request_size: int = 64 << 30
+    #: Largest ZIP file ``POST /api/imports`` accepts, in bytes (413 beyond).
+    max_import_size: int = 8 << 30
     #: Directory for spooled request parts; default ``data_dir/spool``.
     spool_dir: Path | None = None
 

@@ -29,8 +29,8 @@ from tests.services import S3Server, settings_for
 
 # The audit trail is append-only (a trigger refuses TRUNCATE): tests filter it instead.
 TABLES = (
-    "share_failures, share_sessions, share_studies, shares, derived_objects, instances, series, studies, "
-    "patients, application_entities, hospitals, object_garbage"
+    "job_outcomes, jobs, share_failures, share_sessions, share_studies, shares, derived_objects, instances, "
+    "series, studies, patients, application_entities, hospitals, object_garbage"
 )
 #: The hospital the default test client belongs to, and another member.
 HOSPITAL, OTHER_HOSPITAL = "TEST", "OTHER"

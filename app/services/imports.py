@@ -129,21 +129,26 @@ async def import_paths(
     paths: Sequence[Path],
     coercion: Coercion | None = None,
     listener: Listener | None = None,
+    labels: Sequence[str] | None = None,
 ) -> ImportReport:
     """Import every volume at ``paths`` for the trail's hospital; the report lists every
-    member's outcome, in order. The trail's own event is the caller's to commit."""
+    member's outcome, in order, each volume named by its path or by ``labels``. The
+    trail's own event is the caller's to commit."""
     report = ImportReport()
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="import-", dir=_spool(archive)) as scratch:
         work = Path(scratch)
         volumes: list[tuple[Volume, list[str]]] = []
         try:
-            for path in paths:
+            for index, path in enumerate(paths):
+                label = labels[index] if labels is not None else str(path)
                 try:
                     volume = await asyncio.to_thread(open_volume, path)
-                except VolumeError as exc:
-                    report.outcomes.append(MemberOutcome(str(path), "", Status.UNREADABLE, str(exc)))
+                except VolumeError:
+                    reason = "not a folder, a ZIP file or an ISO 9660 image that can be read"
+                    report.outcomes.append(MemberOutcome(label, "", Status.UNREADABLE, reason))
                     continue
+                volume.label = label
                 volumes.append((volume, await asyncio.to_thread(_plan, volume, work, report)))
             for volume, members in volumes:
                 tally.files_total += len(members)
