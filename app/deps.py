@@ -119,6 +119,7 @@ MetadataReader = Annotated[Caller, Depends(caller(Right.READ, Transaction.METADA
 UriRetriever = Annotated[Caller, Depends(caller(Right.READ, Transaction.WADO_URI))]
 Uploader = Annotated[Caller, Depends(caller(Right.STORE, Transaction.STOW))]
 Importer = Annotated[Caller, Depends(caller(Right.STORE, Transaction.IMPORT))]
+Sender = Annotated[Caller, Depends(caller(Right.DOWNLOAD, Transaction.SEND))]
 JobReader = Annotated[Caller, Depends(member_caller(Transaction.JOB))]
 Deleter = Annotated[Caller, Depends(caller(Right.DELETE, Transaction.DELETE))]
 Auditor = Annotated[Caller, Depends(caller(Right.AUDIT, Transaction.AUDIT_QUERY))]

@@ -30,6 +30,7 @@ from app.routers import (
     pages,
     qido,
     rendered,
+    send,
     share_pages,
     shares_api,
     stow,
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages,
         imports,
         jobs,
+        send,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

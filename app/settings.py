@@ -113,6 +113,19 @@ class Settings(BaseSettings):
     #: The key share secrets are hashed with (created when missing); default under data_dir.
     share_key_file: Path | None = None
 
+    # --- Sending studies out (POST /api/studies/{study}/send) ---------------------------
+    #: The archive's own AE title when it associates to send (C-STORE SCU).
+    send_ae_title: str = Field(default="FILMLESS", pattern=r"^[ -\[\]-~]{1,16}$")
+    #: Attempts per send (the first included), and the delay before the second, in
+    #: seconds, doubling after each.
+    send_attempts: int = Field(default=3, ge=1, le=10)
+    send_retry_delay: float = Field(default=2.0, ge=0)
+    #: Seconds to wait for a peer (association, each response, each HTTP read).
+    send_timeout: float = Field(default=30.0, gt=0)
+    #: STOW-RS roots a study may be sent to, e.g. ["https://pacs.example.org/dicom-web"].
+    #: Empty: none (only known application entities).
+    send_dicomweb_urls: list[str] = Field(default_factory=list)
+
     # --- Audit ---------------------------------------------------------------------------
     #: File that DICOM audit messages (PS3.15 A.5, as JSON lines) are appended to for a
     #: hospital's ATNA repository to collect; unset: audit is kept in the database only.
