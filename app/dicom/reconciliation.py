@@ -1,22 +1,22 @@
-"""Import Reconciliation (IHE RAD TF-1 §21, IRWF.b): a foreign CD's instances made the
-local patient's, keeping what they said before.
+"""Import Reconciliation (the IHE Radiology Import Reconciliation Workflow, IRWF.b): a foreign
+CD's instances made the local patient's, keeping what they said before.
 
 What :func:`reconcile` changes in a data set, and nothing else:
 
 - **Issuer of Patient ID (0010,0021)**, when the coercion names an issuer and the instance
-  has none (empty or absent): set to it. The foreign Patient ID then says whose number it
-  is, which is what IRWF.b asks of an importer that keeps the foreign ID.
+  has none (empty or absent): set to it, so that the foreign Patient ID, kept below, says
+  whose number it is.
 - **Patient ID (0010,0020)**, **Patient's Name (0010,0010)**, **Patient's Birth Date
   (0010,0030)**: set to the given local values, each only when given and different.
 - **Other Patient IDs Sequence (0010,1002)** (PS3.3 C.7.1.1): when the Patient ID
   changes, an item with the foreign Patient ID, its Issuer of Patient ID (as it is after
-  the first rule) and Type of Patient ID "TEXT" is appended, so that a query by the
-  foreign ID still finds the instance's history.
+  the first rule) and Type of Patient ID "TEXT" is appended, after the items it had: the
+  foreign identity stays with the instance.
 - **Original Attributes Sequence (0400,0561)** (PS3.3 C.12.1, SOP Common): one item is
   appended, with Attribute Modification DateTime (0400,0562), Modifying System
   (0400,0563), Source of Previous Values (0400,0564: the sending institution when known),
   Reason for the Attribute Modification (0400,0565) "COERCE" (the values were changed to
-  those of the receiving archive, C.12.1.1.9.2), and Modified Attributes Sequence
+  those of the receiving archive), and Modified Attributes Sequence
   (0400,0550) holding the previous value of every attribute changed above. An attribute
   that was absent is recorded with an empty value.
 
