@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -47,6 +47,7 @@ from app.services.volumes import Volume, VolumeError, open_volume
 from app.state import Archive
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Files per call of the store pipeline (which stores a few of them at once), and batches
 #: prepared ahead of the one being stored.
@@ -255,7 +256,7 @@ async def _prepare(
     source = local
     try:
         if source is None:
-            await asyncio.to_thread(volume.copy_out, name, target, archive.settings.max_part_size)
+            await _finish(volume.copy_out, name, target, archive.settings.max_part_size)
             source = target
         if not coercion:
             return _Prepared(volume.label, name, size, source)
@@ -275,9 +276,7 @@ async def _prepare(
                 return _Prepared(volume.label, name, size, None, outcome)
         coerced_path = target.with_suffix(".coerced")
         foreign = str(header.get("PatientID", ""))
-        changed = await asyncio.to_thread(
-            write_coerced, source, coerced_path, coercion, dt.datetime.now(dt.UTC)
-        )
+        changed = await _finish(write_coerced, source, coerced_path, coercion, dt.datetime.now(dt.UTC))
         _discard(target)
         return _Prepared(
             volume.label, name, size, coerced_path, None, changed, (coercion.patient_id or "", foreign)
@@ -295,6 +294,18 @@ async def _prepare(
         return _Prepared(
             volume.label, name, size, None, MemberOutcome(volume.label, name, Status.UNREADABLE, reason)
         )
+
+
+async def _finish(function: Callable[..., T], *args: Any) -> T:
+    """``function`` on a thread, waited for even when the import is cancelled: a thread
+    cannot be stopped, and one still writing a member into the scratch directory while it
+    is removed could leave a file behind. One member's copy is all it waits for."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _discard(path: Path) -> None:
