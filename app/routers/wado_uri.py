@@ -55,6 +55,8 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
     if params.get("anonymize") == "yes":
         raise NotAcceptable("anonymize=yes is not supported")
     syntax = params.get("transferSyntax")
+    if syntax == "*":
+        syntax = None  # "whatever is stored", as viewers ask (the WADO-RS form of PS3.18 §8.7.3.5.2)
     if syntax is not None and not _UID.match(syntax):
         raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
     content_type = _content_type(params.get("contentType"))

@@ -78,11 +78,11 @@ async def test_output_sizes_a_request_controls_are_bounded(served: ArchiveUnderT
 @FILESYSTEM
 @pytest.mark.parametrize("served", [{"render_memory": 64 << 20}], indirect=True)
 async def test_a_rendering_beyond_the_memory_budget_is_503(served: ArchiveUnderTest):
-    # 8192 x 8192 RGB, 8 bits: about 1 GiB to render whole, over a 64 MiB budget.
+    # 2048 x 2048 RGB, 8 bits: about 156 MiB to render whole, over a 64 MiB budget.
     big = make_sample("rgb")
     ds = big.dataset
-    ds.Rows = ds.Columns = 8192
-    ds.PixelData = bytes(8192 * 8192 * 3)
+    ds.Rows = ds.Columns = 2048
+    ds.PixelData = bytes(2048 * 2048 * 3)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     sample = Sample(buffer.getvalue(), big.study, big.series, big.instance, big.sop_class)

@@ -37,6 +37,7 @@ async def test_retrieve_as_application_dicom(served: ArchiveUnderTest):
     for extra in (
         {"contentType": "application/dicom"},
         {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.50"},
+        {"contentType": "application/dicom", "transferSyntax": "*"},
         {"contentType": "image/avif, application/dicom"},
     ):
         response = await served.client.get("/wado", params=_params(sample, **extra))
