@@ -1,4 +1,4 @@
-"""The ``filmless`` command: ``serve``, ``migrate``, ``import`` and ``openapi``."""
+"""The ``filmless`` command: serve, migrate, token, hospital, ae, import and openapi."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from app.settings import Settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="filmless", description="The Filmless DICOMweb archive.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the archive over HTTP")
+    serve = commands.add_parser("serve", help="serve the archive over HTTP and DICOM")
     serve.add_argument("--host", help="address to bind (default: FILMLESS_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: FILMLESS_PORT or 8000)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
@@ -32,6 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--name", required=True, help="its name")
     hospital_commands.add_parser("list", help="list member hospitals")
     import_command.add_parser(commands)
+    ae = commands.add_parser("ae", help="manage known DICOM application entities (modalities, PACS)")
+    ae_commands = ae.add_subparsers(dest="action", required=True)
+    ae_add = ae_commands.add_parser("add", help="add a known AE")
+    ae_add.add_argument("title", help="its AE title (the Calling AE Title it sends)")
+    ae_add.add_argument("--host", required=True, help="where it listens (C-MOVE destination, reports)")
+    ae_add.add_argument("--port", type=int, required=True, help="its DICOM port")
+    ae_add.add_argument("--hospital", required=True, help="code of the member hospital it belongs to")
+    ae_add.add_argument(
+        "--allow",
+        action="append",
+        choices=["echo", "store", "find", "move", "get"],
+        default=[],
+        help="a service it may use; repeat for more (default: echo)",
+    )
+    ae_add.add_argument("--destination", action="store_true", help="the archive may send to it (C-MOVE)")
+    ae_add.add_argument("--description", default="", help="free text")
+    ae_commands.add_parser("list", help="list known AEs")
+    ae_remove = ae_commands.add_parser("remove", help="remove a known AE")
+    ae_remove.add_argument("title")
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     args = parser.parse_args(argv)
@@ -47,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_hospital(settings, args))
     if args.command == "import":
         return import_command.run(settings, args)
+    if args.command == "ae":
+        return asyncio.run(_ae(settings, args))
     return _openapi(args.output)
 
 
@@ -192,6 +213,48 @@ async def _hospital(settings: Settings, args: argparse.Namespace) -> int:
             return 0 if added else 1
         for h in await hospitals.every(pool):
             print(f"{h.code}\t{h.name}")
+        return 0
+    finally:
+        await pool.close()
+
+
+async def _ae(settings: Settings, args: argparse.Namespace) -> int:
+    from app.errors import BadRequest
+    from app.repository import aes
+
+    pool, _ = await _database(settings)
+    try:
+        if args.action == "add":
+            allowed = set(args.allow or ["echo"])
+            new = aes.NewApplicationEntity(
+                args.title, args.host, args.port, args.hospital,
+                may_echo="echo" in allowed, may_store="store" in allowed, may_find="find" in allowed,
+                may_move="move" in allowed, may_get="get" in allowed, destination=args.destination,
+                description=args.description,
+            )  # fmt: skip
+            try:
+                added = await aes.add(pool, new)
+            except BadRequest as exc:
+                print(exc.message, file=sys.stderr)
+                return 2
+            if added is None:
+                known = await aes.by_title(pool, args.title)
+                print(f"{args.title} exists already" if known else f"no member hospital {args.hospital}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            print(f"added {added.ae_title} ({added.hospital})")
+            return 0
+        if args.action == "remove":
+            removed = await aes.remove(pool, args.title)
+            print(
+                f"removed {args.title}" if removed else f"no AE {args.title}",
+                file=sys.stdout if removed else sys.stderr,
+            )
+            return 0 if removed else 1
+        for ae in await aes.every(pool):
+            services = [s for s in ("echo", "store", "find", "move", "get") if getattr(ae, f"may_{s}")]
+            flags = ",".join(services + (["destination"] if ae.destination else [])) or "-"
+            print(f"{ae.ae_title}\t{ae.host}:{ae.port}\t{ae.hospital}\t{flags}\t{ae.description}")
         return 0
     finally:
         await pool.close()

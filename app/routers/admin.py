@@ -1,4 +1,4 @@
-"""Administration under ``/api``: member hospitals and the audit trail."""
+"""Administration under ``/api``: member hospitals, known DICOM AEs and the audit trail."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from app.deps import Administrator, ArchiveDep, Auditor
 from app.dicom.query import MAX_OFFSET
+from app.repository import aes
 from app.repository.audit import AuditFilter
 from app.services import admin, audit
 
@@ -42,6 +43,62 @@ async def add_hospital(body: HospitalIn, archive: ArchiveDep, caller: Administra
     caller.trail.event.detail = f"added hospital {added.code}"
     await audit.commit(archive, caller.trail, 201, caller.trail.event.detail)
     return HospitalOut(code=added.code, name=added.name, created_at=added.created_at)
+
+
+class AeIn(BaseModel):
+    # PS3.5 §6.2 AE: 1 to 16 characters, no backslash or control characters.
+    ae_title: str = Field(pattern=r"^[ -\[\]-~]{1,16}$", description="The AE's title (its Calling AE Title)")
+    host: str = Field(min_length=1, max_length=253, description="Where it listens (C-MOVE, reports)")
+    port: int = Field(ge=1, le=65535)
+    hospital: str = Field(description="Code of the member hospital it belongs to")
+    may_echo: bool = True
+    may_store: bool = False
+    may_find: bool = False
+    may_move: bool = False
+    may_get: bool = False
+    destination: bool = Field(default=False, description="The archive may send to it (C-MOVE destination)")
+    description: str = Field(default="", max_length=200)
+
+
+class AeOut(BaseModel):
+    ae_title: str
+    host: str
+    port: int
+    hospital: str
+    may_echo: bool
+    may_store: bool
+    may_find: bool
+    may_move: bool
+    may_get: bool
+    destination: bool
+    description: str
+    created_at: dt.datetime
+
+
+def _ae_out(ae: aes.ApplicationEntity) -> AeOut:
+    return AeOut(**{name: getattr(ae, name) for name in AeOut.model_fields})
+
+
+@router.get("/aes", summary="List known DICOM application entities", response_model=list[AeOut])
+async def list_aes(archive: ArchiveDep, caller: Administrator) -> list[AeOut]:
+    found = await admin.aes_list(archive)
+    await audit.commit(archive, caller.trail, 200)
+    return [_ae_out(ae) for ae in found]
+
+
+@router.post("/aes", status_code=201, summary="Add a known DICOM application entity", response_model=AeOut)
+async def add_ae(body: AeIn, archive: ArchiveDep, caller: Administrator) -> AeOut:
+    added = await admin.add_ae(archive, aes.NewApplicationEntity(**body.model_dump()))
+    caller.trail.event.detail = f"added AE {added.ae_title} of {added.hospital}"
+    await audit.commit(archive, caller.trail, 201, caller.trail.event.detail)
+    return _ae_out(added)
+
+
+@router.delete("/aes/{ae_title}", status_code=204, summary="Remove a known DICOM application entity")
+async def remove_ae(ae_title: str, archive: ArchiveDep, caller: Administrator) -> Response:
+    await admin.remove_ae(archive, ae_title)
+    await audit.commit(archive, caller.trail, 204, f"removed AE {ae_title.strip()}")
+    return Response(status_code=204)
 
 
 @router.get(

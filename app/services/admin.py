@@ -9,9 +9,9 @@ from dataclasses import asdict
 
 import asyncpg
 
-from app.errors import BadRequest, Conflict
+from app.errors import BadRequest, Conflict, NotFound
+from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
-from app.repository import hospitals
 from app.repository.audit import AuditEvent, AuditFilter
 from app.state import Archive
 
@@ -28,6 +28,25 @@ async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hosp
 
 async def hospitals_list(archive: Archive) -> list[hospitals.Hospital]:
     return await hospitals.every(archive.pool)
+
+
+async def add_ae(archive: Archive, ae: aes.NewApplicationEntity) -> aes.ApplicationEntity:
+    """A new known AE of a member hospital (it may then associate, PS3.8 §7.1)."""
+    added = await aes.add(archive.pool, ae)
+    if added is None:
+        if await aes.by_title(archive.pool, ae.ae_title) is not None:
+            raise Conflict(f"AE title {ae.ae_title!r} is known already")
+        raise BadRequest(f"no member hospital {ae.hospital!r}")
+    return added
+
+
+async def aes_list(archive: Archive, hospital_pk: int | None = None) -> list[aes.ApplicationEntity]:
+    return await aes.every(archive.pool, hospital_pk)
+
+
+async def remove_ae(archive: Archive, ae_title: str) -> None:
+    if not await aes.remove(archive.pool, ae_title):
+        raise NotFound(f"no known AE {ae_title.strip()!r}")
 
 
 async def audit_events(
