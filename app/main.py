@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.dimse.listener import listen
 from app.embedded import open_embedded_postgres
 from app.errors import FilmlessError
 from app.lru import LruBytes
@@ -71,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.shares = Shares(archive, Hasher.from_file(settings.share_key_path))
             app.state.jobs = background = Jobs(archive)
             await background.open()
+            # The DICOM listener (PS3.8): its handlers run on this event loop, so it starts
+            # here and stops before the pool closes.
+            await listen(archive, stack)
             sweeper = None
             if settings.sweep_interval > 0:
                 sweeper = asyncio.create_task(sweep_forever(archive))

@@ -70,6 +70,37 @@ class Settings(BaseSettings):
     #: killed process left: each node's sweep removes them. Longer than any request.
     leftover_age: int = Field(default=6 * 3600, ge=60)
 
+    # --- DICOM networking (DIMSE, PS3.7/PS3.8): the listener inside ``filmless serve`` -------
+    #: The DICOM port (0: no listener). With several workers, one of them listens.
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    #: The address the listener binds; unset: the HTTP ``host``.
+    dicom_host: str | None = None
+    #: The archive's own AE title (the Called AE Title modalities address).
+    dicom_ae_title: str = Field(default="FILMLESS", pattern=r"^[ -\[\]-~]{1,16}$")
+    #: Seconds to wait for an A-ASSOCIATE (ACSE), a DIMSE message, network activity, and
+    #: a connection to a peer (C-MOVE destinations, storage commitment reports).
+    dicom_acse_timeout: float = Field(default=30.0, gt=0)
+    dicom_dimse_timeout: float = Field(default=60.0, gt=0)
+    dicom_network_timeout: float = Field(default=60.0, gt=0)
+    dicom_connection_timeout: float = Field(default=10.0, gt=0)
+    #: Longest a DIMSE operation may take in the application (storing one instance, one
+    #: query page), in seconds; beyond it the operation fails with an "out of resources"
+    #: status and the listener goes on.
+    dicom_operation_timeout: float = Field(default=300.0, gt=0)
+    #: Maximum PDU size the archive receives (PS3.8 D.3.3.1; 0: unlimited).
+    dicom_max_pdu_size: int = Field(default=116794, ge=0)
+    #: Concurrent associations; one more is rejected with "local limit exceeded".
+    dicom_max_associations: int = Field(default=10, ge=1)
+    #: DICOM TLS (PS3.15 Annex B): the listener's certificate chain and key (PEM); both
+    #: or neither. With ``dicom_tls_ca_file``, peers must present a certificate it signed.
+    dicom_tls_cert_file: Path | None = None
+    dicom_tls_key_file: Path | None = None
+    dicom_tls_ca_file: Path | None = None
+    #: Development only: accept associations from unknown calling AE titles as AEs of
+    #: this member hospital (echo, store, find, get). Unset (the default): unknown AEs are
+    #: rejected.
+    dicom_accept_unknown_hospital: str | None = None
+
     # --- Authentication (bearer JWTs from the hospital's identity provider) -------------
     #: Where verification keys come from: "local" (the archive signs its own tokens with a
     #: key under data_dir: development and the embedded default), "jwks" (an OIDC

@@ -83,6 +83,7 @@ def serve_filmless(
         "FILMLESS_BASE_URL": url,
         "FILMLESS_SWEEP_INTERVAL": "0",
         "FILMLESS_WORKERS": str(workers),
+        "FILMLESS_DICOM_PORT": "0",
         # "All studies" asks for every study in one page.
         "FILMLESS_QIDO_MAX_LIMIT": str(max_limit),
     }

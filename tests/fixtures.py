@@ -204,6 +204,8 @@ def live_server(
         # its public URL for the same reason.
         "FILMLESS_BASE_URL": f"http://127.0.0.1:{port}",
         "FILMLESS_AUTH_LOCAL_KEY_FILE": str(signing_key),
+        # No DICOM listener unless live_server_env asks for one.
+        "FILMLESS_DICOM_PORT": "0",
     }
     if getattr(request, "param", "filesystem") == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")

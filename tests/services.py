@@ -90,6 +90,8 @@ def settings_for(
         "s3_access_key_id": None,
         "s3_secret_access_key": None,
         "spool_dir": None,
+        # No DICOM listener unless a test asks for one (on a port it picks).
+        "dicom_port": 0,
     }
     if s3 is not None and bucket is not None:
         values |= {

@@ -44,6 +44,15 @@ class Transaction(Enum):
     COERCE = "COERCE"  # an imported instance's patient attributes reconciled (IHE IRWF.b)
     JOB = "JOB"  # reading a background job's progress
     SEND = "SEND"  # a study sent to another archive (C-STORE or STOW-RS): one event per send
+    # DIMSE services (PS3.7 §9, §10) of the DICOM listener; an association refused is
+    # recorded as an ASSOCIATION event.
+    ASSOCIATION = "DIMSE-ASSOCIATION"
+    C_ECHO = "C-ECHO"
+    C_STORE = "C-STORE"
+    C_FIND = "C-FIND"
+    C_MOVE = "C-MOVE"
+    C_GET = "C-GET"
+    STORAGE_COMMITMENT = "STORAGE-COMMITMENT"
 
 
 class Trail:

@@ -228,7 +228,8 @@ async def _store_one(
         return replace(result, already_stored=True)
     if pending.outcome is not Outcome.NEW:
         return _failed(result, _REFUSALS[pending.outcome])
-    event = trail.child(Transaction.STOW)
+    # The storing transaction's own kind: STOW-RS, or C-STORE for the DICOM listener.
+    event = trail.child(Transaction(trail.event.transaction))
     event.outcome, event.instances, event.bytes = 200, 1, part.size
     event.study_uids, event.series_uids = [parsed.study_instance_uid], [parsed.series_instance_uid]
     event.instance_uids, event.patient_ids = [parsed.sop_instance_uid], [record.patient.patient_id]
