@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import build_context
@@ -55,6 +56,8 @@ _PATIENT_ROOT = {
 #: title not recognised; and rejected-transient, service-user, no reason given.
 _REJECT_UNKNOWN_AE = (0x01, 0x01, 0x03)
 _REJECT_TRANSIENT = (0x02, 0x01, 0x01)
+#: Values larger than this are read from the spooled file only when sent.
+_DEFER = 64 << 10
 
 
 class Bridge:
@@ -243,13 +246,12 @@ class Handlers:
                 except StorageUnavailable:
                     sent = None
                 if sent is None:
-                    # Deleted since it was located, or the store failed: a failed
-                    # sub-operation; the others go on.
-                    failed = Dataset()
-                    failed.FailedSOPInstanceUIDList = obj.sop_instance_uid
-                    yield Status.SUB_OPERATIONS_FAILED, None
+                    # Deleted since it was located, or the store failed: not sent (it
+                    # stays among the remaining sub-operations); the others go on.
                     continue
-                yield Status.PENDING, sent
+                # pynetdicom's C-MOVE and C-GET sub-operations take a Dataset, not a file:
+                # large values stay in the spooled file until they are encoded.
+                yield Status.PENDING, dcmread(sent, defer_size=_DEFER)
                 with contextlib.suppress(OSError):
                     sent.unlink()
                 sent = None
