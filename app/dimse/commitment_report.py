@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: PS3.4 J.3.3.1 Event Type IDs: all committed; some failed.
 ALL_COMMITTED, SOME_FAILED = 1, 2
+#: Seconds to wait after the N-ACTION response before reporting on its association.
+_GRACE = 0.5
 
 
 class Report:
@@ -58,10 +60,12 @@ class Report:
     def send(self, assoc: Association) -> None:
         """On the request's association if it is still open, else on a new one."""
         # The reactor sends the N-ACTION response first: sending pauses it, and it pauses
-        # only between messages.
+        # only between messages. A requestor that does not wait for the report releases
+        # at once; a moment's grace tells it from one that waits, so the report does not
+        # cross its A-RELEASE-RQ (a P-DATA then is a protocol error, PS3.8 §9.2).
+        time.sleep(_GRACE)
         if assoc.is_established and self._send_on(assoc):
             return
-        time.sleep(0.1)  # let the peer finish its release before it is called back
         try:
             self._send_new()
         except Exception:
