@@ -106,6 +106,17 @@ class Handlers:
         with self._lock:
             self._peers[assoc] = peer
 
+    def on_closed(self, event: Event) -> None:
+        """EVT_ABORTED, EVT_CONN_CLOSE: a C-STORE data set cut off by an abort or a lost
+        connection never reaches :meth:`on_store`; the temporary file pynetdicom was
+        receiving it into is removed here (nothing of it was stored)."""
+        message = getattr(event.assoc.dimse, "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                partial.close()
+                os.unlink(partial.name)
+
     def peer(self, assoc: Association) -> Peer:
         with self._lock:
             return self._peers[assoc]

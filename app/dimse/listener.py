@@ -135,6 +135,8 @@ class Listener:
         handlers = Handlers(Bridge(archive, loop))
         bindings: list[Any] = [
             (evt.EVT_REQUESTED, handlers.on_requested),
+            (evt.EVT_ABORTED, handlers.on_closed),
+            (evt.EVT_CONN_CLOSE, handlers.on_closed),
             (evt.EVT_C_ECHO, handlers.on_echo),
             (evt.EVT_C_STORE, handlers.on_store),
             (evt.EVT_C_FIND, handlers.on_find),

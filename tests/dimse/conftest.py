@@ -9,6 +9,7 @@ says so.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import subprocess
@@ -65,6 +66,13 @@ class DicomServer:
 
     def env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Sockets a DIMSE test leaves unclosed are reported by the test that left them."""
+    yield
+    gc.collect()
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

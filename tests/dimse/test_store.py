@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import asyncpg
@@ -144,6 +147,11 @@ def test_an_unreadable_data_set_cannot_be_understood(dicom_server: DicomServer, 
     assert ok.Status == 0
 
 
+def received_since(began: float) -> list[Path]:
+    """pynetdicom's temporary files of received data sets, made since ``began``."""
+    return [p for p in Path(tempfile.gettempdir()).glob("tmp*.dcm") if p.stat().st_mtime >= began]
+
+
 # The sending side (this test) aborts under its own sender thread: its reactor complains.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_an_association_aborted_mid_transfer_stores_nothing(
@@ -162,13 +170,28 @@ async def test_an_association_aborted_mid_transfer_stores_nothing(
     ae.dimse_timeout = ae.network_timeout = 2
     assoc = ae.associate(dicom_server.host, dicom_server.port, ae_title=AE_TITLE)
     assert assoc.is_established
+    # Once 4 MiB of its 64 are on the wire, the sender writes an A-ABORT (PS3.8 §9.3.8)
+    # and drops the connection: the archive has a partial data set, then the abort.
+    sock = assoc.dul.socket
+    assert sock is not None and sock.socket is not None
+    send, raw, sent = sock.send, sock.socket, [0]
+
+    def send_then_abort(data: bytes) -> None:
+        if sent[0] > 4 << 20:
+            raw.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+            raw.shutdown(socket.SHUT_RDWR)
+            raise OSError("aborted by the test")
+        send(data)
+        sent[0] += len(data)
+
+    sock.send = send_then_abort  # type: ignore[method-assign]
+    began = time.time() - 1
     result: list[Dataset] = []
     sender = threading.Thread(target=lambda: result.append(assoc.send_c_store(path)), daemon=True)
     sender.start()
-    await asyncio.sleep(0.3)
-    assert sender.is_alive()  # still sending
-    assoc.abort()
-    sender.join(5)
+    sender.join(20)
+    raw.close()
+    assert sent[0] > 4 << 20 and sent[0] < path.stat().st_size
     assert not result or "Status" not in result[0]  # no response: the association was gone
     await asyncio.sleep(1)
     conn = await asyncpg.connect(emptied_db)
@@ -180,6 +203,8 @@ async def test_an_association_aborted_mid_transfer_stores_nothing(
         await conn.close()
     assert rows == 0
     assert not list((dicom_server.data_dir / "spool").glob("cstore-*"))
+    # Nor is the partial data set left where pynetdicom received it (the system temp dir).
+    assert not received_since(began)
     # The listener is up for the next association.
     ae = AE(MODALITY)
     ae.add_requested_context(Verification)
