@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
-from pathlib import Path
 
 from app import metrics
 from app.repository import instances, shares
 from app.repository.database import try_lock
 from app.services.delete import collect_garbage
 from app.state import Archive
+from app.storage.filesystem import remove_stale_files
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +45,11 @@ async def sweep_local(archive: Archive) -> int:
     finished, and temporary objects of interrupted puts. Every node does its own (the
     spool is local), so this runs outside the sweep's lock; how many were removed."""
     age = archive.settings.leftover_age
-    removed = await asyncio.to_thread(_remove_stale_files, archive.settings.spool_path, time.time() - age)
+    removed = await asyncio.to_thread(remove_stale_files, archive.settings.spool_path, time.time() - age)
     removed += await archive.store.remove_stale_uploads(age)
     if removed:
         log.info("sweep removed %d leftover temporary files", removed)
         metrics.SWEEP_REMOVED.labels("leftover_file").inc(removed)
-    return removed
-
-
-def _remove_stale_files(directory: Path, cutoff: float) -> int:
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            with contextlib.suppress(OSError):
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
     return removed
 
 

@@ -124,7 +124,9 @@ def _create_temp(root: Path) -> tuple[int, Path]:
     return fd, path
 
 
-def _remove_stale(directory: Path, cutoff: float) -> int:
+def remove_stale_files(directory: Path, cutoff: float) -> int:
+    """Remove the files directly in ``directory`` last modified before ``cutoff`` (blocking);
+    how many. A missing directory has none."""
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(directory):
@@ -285,7 +287,7 @@ class FilesystemStore:
         """Remove temporary files untouched for ``older_than`` seconds: what a process
         killed during a put left. A live put writes its file at least once a chunk."""
         with _translate("", missing="store"):
-            return await _in_thread(_remove_stale, self.root / TEMPORARY_DIR, time.time() - older_than)
+            return await _in_thread(remove_stale_files, self.root / TEMPORARY_DIR, time.time() - older_than)
 
     async def ping(self) -> None:
         # Creating a file is the only reliable writability test: ``os.access`` grants the
