@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     leftover_age: int = Field(default=6 * 3600, ge=60)
 
     # --- DICOM networking (DIMSE, PS3.7/PS3.8): the listener inside ``filmless serve`` -------
-    #: The DICOM port (0: no listener). With several workers, one of them listens.
+    #: The DICOM port (0: no listener). With several workers, every one listens on it
+    #: (``SO_REUSEPORT``) and the kernel spreads associations over them.
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     #: The address the listener binds; unset: the HTTP ``host``.
     dicom_host: str | None = None
@@ -89,7 +90,8 @@ class Settings(BaseSettings):
     dicom_operation_timeout: float = Field(default=300.0, gt=0)
     #: Maximum PDU size the archive receives (PS3.8 D.3.3.1; 0: unlimited).
     dicom_max_pdu_size: int = Field(default=116794, ge=0)
-    #: Concurrent associations; one more is rejected with "local limit exceeded".
+    #: Concurrent associations of the node; one more is rejected with "local limit
+    #: exceeded". With several workers each takes an equal share of it.
     dicom_max_associations: int = Field(default=10, ge=1)
     #: DICOM TLS (PS3.15 Annex B): the listener's certificate chain and key (PEM); both
     #: or neither. With ``dicom_tls_ca_file``, peers must present a certificate it signed.

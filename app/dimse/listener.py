@@ -1,13 +1,15 @@
 """The DICOM listener (PS3.8 upper layer, PS3.7 DIMSE) that ``filmless serve`` runs next to
 HTTP: one pynetdicom Application Entity, its presentation contexts, its limits.
 
-With several worker processes (``FILMLESS_WORKERS``) one of them listens: each worker
-tries to bind the DICOM port, the first succeeds, and the others retry every few seconds,
-so when the listening worker dies another takes the port over. The port itself is the
-arbiter (Linux refuses a second listener on a bound port without ``SO_REUSEPORT``): it is
-a resource of the host, which is exactly the scope the choice must have — two archive
-nodes on two hosts share one database and must both listen, which a database lock would
-forbid.
+With several worker processes (``FILMLESS_WORKERS``) every worker listens on the DICOM
+port, bound with ``SO_REUSEPORT``: the kernel (Linux ≥ 3.9) spreads incoming associations
+over the workers, as it spreads HTTP connections over uvicorn's, so C-STOREs from several
+modalities use every core instead of one worker's event loop. Each worker takes its share
+of ``FILMLESS_DICOM_MAX_ASSOCIATIONS``. Where the platform has no ``SO_REUSEPORT`` (or
+will not share the port), the first worker to bind listens and the others retry every few
+seconds, so when the listening worker dies another takes the port over; the port is then
+the arbiter, a resource of the host — which is the scope the choice must have, as two
+archive nodes on two hosts share one database and must both listen.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
+import socket
 import ssl
-from typing import Any
+import threading
+from typing import Any, cast
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -70,6 +75,19 @@ QUERY_RETRIEVE = [
 ]
 #: How often a worker that could not bind the DICOM port tries again, in seconds.
 RETRY_SECONDS = 5.0
+#: Whether workers can share the DICOM port (Linux, the BSDs).
+SHARED_PORT = hasattr(socket, "SO_REUSEPORT")
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, bound with ``SO_REUSEPORT`` so that every worker
+    process of one archive node can listen on the same DICOM port (see the module doc)."""
+
+    def server_bind(self) -> None:
+        if SHARED_PORT:
+            sock = cast(socket.socket, self.socket)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def application_entity(settings: Settings) -> AE:
@@ -83,8 +101,10 @@ def application_entity(settings: Settings) -> AE:
     ae.network_timeout = settings.dicom_network_timeout
     ae.connection_timeout = settings.dicom_connection_timeout
     ae.maximum_pdu_size = settings.dicom_max_pdu_size
-    # Beyond this, an A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 §9.3.4).
-    ae.maximum_associations = settings.dicom_max_associations
+    # Beyond this, an A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 §9.3.4). Every worker
+    # listens (see the module doc) and takes its share of the node's limit.
+    workers = settings.workers if SHARED_PORT else 1
+    ae.maximum_associations = math.ceil(settings.dicom_max_associations / workers)
     # Any Called AE title is answered (modalities are often configured loosely); the
     # calling AE title is what is checked, against the known AEs.
     ae.require_called_aet = False
@@ -145,10 +165,15 @@ class Listener:
             (evt.EVT_N_ACTION, handlers.on_n_action),
         ]
         host = settings.dicom_host or settings.host
-        server = ae.start_server(
-            (host, settings.dicom_port), block=False, evt_handlers=bindings, ssl_context=tls_context(settings)
+        # ae.start_server(block=False), with the server class that shares the port.
+        server = ae.make_server(
+            (host, settings.dicom_port),
+            evt_handlers=bindings,
+            ssl_context=tls_context(settings),
+            server_class=SharedPortServer,
         )
-        assert server is not None
+        threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True).start()
+        ae._servers.append(server)  # so that ae.shutdown() stops it
         listener = cls(ae, server)
         log.info(
             "DICOM listener: AE title %s on %s:%d%s", settings.dicom_ae_title, host, listener.port,
