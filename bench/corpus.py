@@ -127,11 +127,17 @@ def uid_source(rng: random.Random) -> Iterator[str]:
 
 
 def plan_studies(
-    count: int, series_per_study: int, instances_per_series: int, rng: random.Random
+    count: int,
+    series_per_study: int,
+    instances_per_series: int,
+    rng: random.Random,
+    patient_prefix: str = PATIENT_ID_PREFIX,
 ) -> tuple[list[Patient], list[Study]]:
-    """The corpus's patients and studies: who, when, which modality, and every UID."""
+    """The corpus's patients and studies: who, when, which modality, and every UID. Patient
+    IDs start with ``patient_prefix``, itself starting with :data:`PATIENT_ID_PREFIX`."""
     uids = uid_source(rng)
-    patients = [_patient(index, rng) for index in range(max(1, round(count / STUDIES_PER_PATIENT)))]
+    count_patients = max(1, round(count / STUDIES_PER_PATIENT))
+    patients = [_patient(index, rng, patient_prefix) for index in range(count_patients)]
     accessions = rng.sample(range(10**7, 10**8), count)
     studies = []
     for index in range(count):
@@ -161,10 +167,10 @@ def plan_studies(
     return patients, studies
 
 
-def _patient(index: int, rng: random.Random) -> Patient:
+def _patient(index: int, rng: random.Random, prefix: str) -> Patient:
     birth = date(1940, 1, 1) + timedelta(days=rng.randrange(60 * 365))
     return Patient(
-        patient_id=f"{PATIENT_ID_PREFIX}{index:06d}",
+        patient_id=f"{prefix}{index:06d}",
         name=f"{rng.choice(FAMILY_NAMES)}^{rng.choice(GIVEN_NAMES)}",
         birth_date=birth.strftime("%Y%m%d"),
         sex=rng.choice("FM"),

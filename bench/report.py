@@ -38,6 +38,8 @@ class Figure:
 
 
 STOW = Goal("≥ 3x", ratio=3)
+#: At least Orthanc's instances per second over its DICOM port.
+DIMSE = Goal("≥ 1x", ratio=1)
 #: Searches by a matching key or a UID in the path ("indexed lookups"): all but "all studies".
 LOOKUP = Goal("≥ 5x", ratio=5)
 QIDO_LABELS = {
@@ -59,7 +61,12 @@ QIDO_SCALE_GOALS = {key: Goal("≤ 10 ms", limit=10) for key in QIDO_LABELS if k
 
 
 def figures(
-    clients: int, per_request: int, large_mib: float, scale: int, viewer: bool = True
+    clients: int,
+    per_request: int,
+    large_mib: float,
+    scale: int,
+    viewer: bool = True,
+    associations: int = 0,
 ) -> list[Figure]:
     """Every figure, in report order, labelled after this run's corpus and seeded scale."""
     large = f"{large_mib:.0f} MiB multi-frame"
@@ -68,6 +75,7 @@ def figures(
     every = [
         Figure("stow.small", f"STOW small ({clients} clients, {per_request}/request)", "inst/s", True, STOW),
         Figure("stow.large", f"STOW {large_mib:.0f} MiB instance", "MiB/s", True, STOW),
+        Figure("dimse.store", f"DIMSE C-STORE ({associations} associations)", "inst/s", True, DIMSE),
         Figure("stow.large_rss", "  server peak RSS growth", "MiB", goal=rss_goal),
         Figure("http.ping", "HTTP round trip (health check)", "ms"),
         *(Figure(key, label, "ms", goal=QIDO_GOALS.get(key, LOOKUP)) for key, label in QIDO_LABELS.items()),
@@ -95,6 +103,7 @@ def figures(
         if (large_mib or figure.key not in LARGE_FIGURES)
         and (scale or not figure.key.startswith(AT_SCALE))
         and (viewer or figure.key not in VIEWER_FIGURES)
+        and (associations or figure.key != "dimse.store")
     ]
 
 

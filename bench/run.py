@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from bench.corpus import (
     viewer_instances,
     write_large_instance,
 )
+from bench.dimse import DicomPeer, DimseCorpus, store_rounds, write_dimse_corpus
 from bench.measure import Measurement, Plan
 from bench.report import FILMLESS_AT_SCALE, LEGEND, figures, mismatches, rows, short_count, table, write_json
 from bench.seed import Layout, sample_studies, seed_index
@@ -82,11 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the warm-up and measured requests of a figure so that every cold thumbnail is a first "
         "request (40; 0: no viewer figures)",
     )
+    add(
+        "--dimse-rounds",
+        type=int,
+        default=5,
+        help="measured rounds of DIMSE C-STORE, after one warm-up (5; 0: no DIMSE figure)",
+    )
+    add("--dimse-per-round", type=int, default=120, help="small instances per C-STORE round (120)")
     add("--seed", type=int, default=1, help="RNG seed: same seed, same corpus and requests (1)")
     work = parser.add_argument_group("workload")
     add = work.add_argument
     add("--clients", type=int, default=4, help="concurrent STOW clients (4)")
     add("--per-request", type=int, default=10, help="instances per STOW request (10)")
+    add("--associations", type=int, default=4, help="concurrent DIMSE associations (4)")
     add("--warmup", type=int, default=2, help="unmeasured requests before each figure (2)")
     add("--repetitions", type=int, default=20, help="measured requests per figure (20)")
     add(
@@ -117,6 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{os.cpu_count()} here; Orthanc uses every core too)",
     )
     add(
+        "--orthanc-dicom-port",
+        type=int,
+        default=int(os.environ.get("ORTHANC_DICOM_PORT", "4242")),
+        help="Orthanc's DICOM port, on the host of its URL (default: $ORTHANC_DICOM_PORT or 4242)",
+    )
+    add("--orthanc-aet", default="ORTHANC", help="Orthanc's AE title (ORTHANC)")
+    add(
         "--orthanc-url",
         default=os.environ.get("ORTHANC_URL"),
         help="Orthanc to compare with, its "
@@ -124,7 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory of the JSON results")
     args = parser.parse_args(argv)
-    for name in ("studies", "series", "instances", "clients", "per_request", "repetitions", "workers"):
+    names = ("studies", "series", "instances", "clients", "per_request", "repetitions", "workers")
+    for name in (*names, "associations", "dimse_per_round"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -140,6 +158,8 @@ class Corpus:
     viewer: ViewerStudy | None = None
     #: The viewer study as STOW-RS requests (stored untimed, after the timed loads).
     viewer_requests: tuple[StowRequest, ...] = ()
+    #: Files for the DIMSE C-STORE figure, sent after every read figure.
+    dimse: DimseCorpus | None = None
 
     @property
     def instances(self) -> int:
@@ -161,8 +181,13 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         else None
     )
     large_uids = [next(uids) for _ in range(args.large_stows + 1)] if large else []
+    dimse = (
+        write_dimse_corpus(workdir / "dimse", args.dimse_rounds, args.dimse_per_round, args.seed)
+        if args.dimse_rounds
+        else None
+    )
     if not args.viewer_slices:
-        return Corpus(studies, requests, large, large_uids)
+        return Corpus(studies, requests, large, large_uids, dimse=dimse)
     slices = max(args.viewer_slices, args.warmup + args.repetitions + 1)
     viewer = plan_viewer_study(slices, min(J2K_SLICES, slices), uids)
     native, j2k = viewer_instances(viewer, CT_SIDE, args.seed)
@@ -171,7 +196,7 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         for series in (native, j2k)
         for start in range(0, len(series), VIEWER_PER_REQUEST)
     )
-    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests)
+    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests, dimse)
 
 
 def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> dict[str, Measurement]:
@@ -200,6 +225,11 @@ def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> 
     results |= measure_reads(target, QIDO, catalog, plan, args.seed)
     results |= measure_reads(target, WADO, catalog, plan, args.seed)
     results |= measure_reads(target, VIEWER, catalog, plan, args.seed)
+    if corpus.dimse is not None and target.dicom is not None:
+        # Last, so that its studies are not among those the read figures search.
+        print(f"{target.name}: DIMSE C-STORE of {corpus.dimse.instances} instances", flush=True)
+        results["dimse.store"] = store_rounds(target.dicom, corpus.dimse, args.associations)
+        _print_brief(target, "dimse.store", results["dimse.store"], "inst/s")
     return results
 
 
@@ -220,7 +250,12 @@ async def measure_filmless(
         url, backing.s3, workdir / "filmless", max_limit=max(1000, corpus.all_limit), workers=args.workers
     ) as server:
         target = Target(
-            FILMLESS, server.dicomweb, server.pid, server.url + "/healthz", headers=server.headers
+            FILMLESS,
+            server.dicomweb,
+            server.pid,
+            server.url + "/healthz",
+            headers=server.headers,
+            dicom=DicomPeer("127.0.0.1", server.dicom_port, "FILMLESS"),
         )
         return await asyncio.to_thread(measure_target, target, corpus, args)
 
@@ -252,7 +287,9 @@ def measure_orthanc(
     url: str, corpus: Corpus, args: argparse.Namespace, info: dict[str, Any]
 ) -> dict[str, Measurement]:
     """Orthanc cleared of any previous run's corpus, measured, then cleared again."""
-    target, base = orthanc_target(url), orthanc_base(url)
+    host = urllib.parse.urlsplit(orthanc_base(url)).hostname or "127.0.0.1"
+    target = orthanc_target(url, DicomPeer(host, args.orthanc_dicom_port, args.orthanc_aet))
+    base = orthanc_base(url)
     with target.client() as client:
         info |= _orthanc_versions(client, base) | {"pid": target.pid}
         print(f"{ORTHANC}: deleting a previous run's corpus", flush=True)
@@ -329,7 +366,14 @@ def _report(
     info: dict[str, Any],
     large_mib: float,
 ) -> None:
-    figure_list = figures(args.clients, args.per_request, large_mib, args.scale, corpus.viewer is not None)
+    figure_list = figures(
+        args.clients,
+        args.per_request,
+        large_mib,
+        args.scale,
+        corpus.viewer is not None,
+        args.associations if corpus.dimse else 0,
+    )
     has_peer = ORTHANC in results
     row_list = rows(figure_list, results, has_peer)
     print()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.dimse import CALLING_AE
 from tests.services import PostgresCluster, S3Server, start_postgres, start_seaweedfs
 
 READY_TIMEOUT = 60.0
@@ -52,6 +53,8 @@ class FilmlessServer:
     pid: int
     #: Credentials every request needs (a bearer token for :data:`HOSPITAL`).
     headers: dict[str, str]
+    #: The DICOM listener's port; :data:`bench.dimse.CALLING_AE` may store there.
+    dicom_port: int
 
     @property
     def dicomweb(self) -> str:
@@ -71,7 +74,7 @@ def serve_filmless(
     """``filmless serve`` with ``workers`` worker processes on ``database_url`` (migrated at
     start-up) and on a fresh bucket of ``s3`` (or on files under ``workdir``), stopped on
     exit."""
-    port = free_port()
+    port, dicom_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
     # The developer's own FILMLESS_* settings must not redirect the benchmark elsewhere.
@@ -83,7 +86,7 @@ def serve_filmless(
         "FILMLESS_BASE_URL": url,
         "FILMLESS_SWEEP_INTERVAL": "0",
         "FILMLESS_WORKERS": str(workers),
-        "FILMLESS_DICOM_PORT": "0",
+        "FILMLESS_DICOM_PORT": str(dicom_port),
         # "All studies" asks for every study in one page.
         "FILMLESS_QIDO_MAX_LIMIT": str(max_limit),
     }
@@ -107,7 +110,7 @@ def serve_filmless(
     try:
         _wait_ready(url, process, log_path, workers)
         try:
-            yield FilmlessServer(url, process.pid, _credentials(env))
+            yield FilmlessServer(url, process.pid, _credentials(env), dicom_port)
         except Exception as error:
             # A 500 says little by itself; the server's log says why.
             error.add_note(f"filmless serve's log ends with:\n{_tail(log_path)}")
@@ -122,15 +125,21 @@ def serve_filmless(
 
 
 def _credentials(env: dict[str, str]) -> dict[str, str]:
-    """Register the benchmark's hospital and get a token for it, through the archive's own
-    command line (``filmless hospital add``, ``filmless token``), on the server's settings
-    so the token is signed with the key the server verifies."""
+    """Register the benchmark's hospital and its storage SCU, and get a token for it,
+    through the archive's own command line (``filmless hospital add``, ``filmless ae add``,
+    ``filmless token``), on the server's settings so the token is signed with the key the
+    server verifies."""
     cli = [sys.executable, "-m", "app.cli"]
     added = subprocess.run(
         [*cli, "hospital", "add", HOSPITAL, "--name", "Benchmark"], env=env, capture_output=True, text=True
     )
     if added.returncode not in (0, 1):  # 1: the hospital exists already
         raise RuntimeError(f"filmless hospital add failed: {added.stderr.strip()}")
+    # The SCU's own port is never called: it only stores.
+    scu = [*cli, "ae", "add", CALLING_AE, "--host", "127.0.0.1", "--port", "104", "--hospital", HOSPITAL]
+    registered = subprocess.run([*scu, "--allow", "store"], env=env, capture_output=True, text=True)
+    if registered.returncode not in (0, 1):  # 1: the AE is known already
+        raise RuntimeError(f"filmless ae add failed: {registered.stderr.strip()}")
     roles = [argument for role in ROLES for argument in ("--role", role)]
     token = subprocess.run(
         [*cli, "token", "--hospital", HOSPITAL, *roles, "--lifetime", str(TOKEN_LIFETIME)],

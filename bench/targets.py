@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.corpus import PATIENT_ID_PREFIX
+from bench.dimse import DicomPeer
 from bench.process import pid_listening_on
 
 FILMLESS, ORTHANC = "Filmless", "Orthanc"
@@ -33,6 +34,8 @@ class Target:
     #: Ask for a thumbnail as a rendered image scaled to fit this viewport: Orthanc's
     #: DICOMweb plugin (1.7) has no ``/thumbnail`` but honours ``viewport`` on ``/rendered``.
     thumbnail_viewport: str | None = None
+    #: Its DICOM listener, for the C-STORE figure.
+    dicom: DicomPeer | None = None
 
     def client(self) -> httpx.Client:
         """A keep-alive client for this target; generous timeouts, as a slow answer is a
@@ -63,8 +66,9 @@ class Target:
         return f"{self.root}{path}?{query}"
 
 
-def orthanc_target(url: str) -> Target:
-    """Orthanc at ``url``: its base (``http://host:8042``) or its DICOMweb root."""
+def orthanc_target(url: str, dicom: DicomPeer | None = None) -> Target:
+    """Orthanc at ``url``: its base (``http://host:8042``) or its DICOMweb root, and its
+    DICOM listener ``dicom``."""
     base = orthanc_base(url)
     parts = urllib.parse.urlsplit(base)
     pid = pid_listening_on(parts.port or 80) if parts.hostname in LOOPBACK else None
@@ -76,6 +80,7 @@ def orthanc_target(url: str) -> Target:
         literal_queries=True,
         # A thumbnail is at most 128 pixels wide and high (as Filmless's).
         thumbnail_viewport="128,128",
+        dicom=dicom,
     )
 
 
