@@ -58,6 +58,8 @@ class Principal:
     shared_studies: frozenset[str] | None = None
     #: A share's rights, from its permissions; staff rights come from their roles.
     share_rights: frozenset[Right] | None = None
+    #: A de-identifying share's key (see app.dicom.deidentification).
+    deidentify_key: bytes | None = None
 
     @property
     def rights(self) -> frozenset[Right]:
@@ -71,6 +73,7 @@ class Principal:
             hospital_pk=self.hospital_pk,
             regional=Role.REGIONAL in self.roles and Right.READ in self.rights,
             study_uids=self.shared_studies,
+            deidentify_key=self.deidentify_key,
         )
 
 

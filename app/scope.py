@@ -15,6 +15,9 @@ class Scope:
     regional: bool = False
     #: Only these studies, whoever owns them (share links); overrides the rest.
     study_uids: frozenset[str] | None = None
+    #: A de-identifying share's key: what it is shown is de-identified with it (PS3.15
+    #: Annex E; see app.dicom.deidentification).
+    deidentify_key: bytes | None = None
 
     def filters(self, cross_hospital: bool) -> tuple[int | None, list[str] | None]:
         """``(hospital_pk, study_uids)`` to filter on; None means no filter on that column.

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import share_deidentify
+
 #: Scope key holding the share's root prefix (``/share/{secret}``) for response URLs.
 PREFIX_KEY = "filmless.share_prefix"
 _SHARE_PATHS = ("/share/", "/s/", "/access")
@@ -35,7 +37,23 @@ class ShareGateway:
                 await _not_found(send)
                 return
             scope = rewritten
+            pseudonyms = await _pseudonyms(scope)
+            if pseudonyms is not None:  # a de-identifying share (app.share_deidentify)
+                translated = share_deidentify.translate(scope, pseudonyms)
+                if translated is None:
+                    await share_deidentify.no_match(send)
+                    return
+                scope, send = translated, share_deidentify.rewriting(send, pseudonyms)
         await self.app(scope, receive, send)
+
+
+async def _pseudonyms(scope: Scope) -> share_deidentify.Pseudonyms | None:
+    shares = scope["app"].state.shares
+    access = await shares.resolve(scope[PREFIX_KEY].removeprefix("/share/"))
+    key = None if access is None else shares.deidentify_key(access.share)
+    if key is None:
+        return None
+    return share_deidentify.Pseudonyms(key, await shares.pseudonyms(access.share))
 
 
 def _rewrite(scope: Scope) -> Scope | None:

@@ -11,15 +11,15 @@ from app.repository.database import Pool, connection, transaction
 _SHARE = """
 SELECT s.id, s.hospital_pk, h.code AS hospital, h.name AS hospital_name, s.created_by, s.created_at,
        s.expires_at, s.max_uses, s.uses, s.permissions, s.recipient, s.challenge, s.challenge_hash,
-       s.parent_id, s.revoked_at, s.revoked_by,
+       s.parent_id, s.revoked_at, s.revoked_by, s.deidentify,
        ARRAY(SELECT ss.study_instance_uid FROM share_studies ss WHERE ss.share_id = s.id
              ORDER BY ss.study_instance_uid) AS studies
 FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk"""
 
 INSERT_SHARE = """
 INSERT INTO shares (id, token_hash, code_hash, hospital_pk, created_by, expires_at, max_uses, permissions,
-                    recipient, challenge, challenge_hash, parent_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
+                    recipient, challenge, challenge_hash, parent_id, deidentify)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"""
 INSERT_STUDIES = "INSERT INTO share_studies (share_id, study_instance_uid) SELECT $1, unnest($2::text[])"
 SELECT_BY_ID = _SHARE + " WHERE s.id = $1"
 SELECT_BY_TOKEN = _SHARE + " WHERE s.token_hash = $1"
@@ -59,6 +59,16 @@ FROM studies st JOIN patients p ON p.pk = st.patient_pk
 WHERE st.study_instance_uid = ANY($1::text[]) AND st.num_instances > 0
   AND ($2::bigint IS NULL OR st.hospital_pk = $2)
   AND ($3::text[] IS NULL OR st.study_instance_uid = ANY($3::text[]))"""
+# Every UID of the shared studies, to translate a de-identified share's UIDs back.
+SELECT_SHARED_UIDS = """
+SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid
+FROM studies st JOIN series se ON se.study_pk = st.pk JOIN instances i ON i.series_pk = se.pk
+WHERE i.status = 1 AND st.study_instance_uid = ANY($1::text[])"""
+# Instances whose Burned In Annotation (0028,0301) is not NO: their pixels may identify.
+COUNT_BURNED_IN_RISK = """
+SELECT count(*) FROM studies st JOIN series se ON se.study_pk = st.pk JOIN instances i ON i.series_pk = se.pk
+WHERE i.status = 1 AND st.study_instance_uid = ANY($1::text[])
+  AND coalesce(upper(trim(i.metadata -> '00280301' -> 'Value' ->> 0)), '') <> 'NO'"""
 SELECT_SUMMARIES = """
 SELECT st.study_instance_uid, st.study_date, st.study_time, st.study_description, st.accession_number,
        st.modalities, st.num_instances, st.num_series, p.patient_name, p.patient_id, p.patient_birth_date,
@@ -86,6 +96,7 @@ class ShareRow:
     parent_id: str | None
     revoked_at: dt.datetime | None
     revoked_by: str | None
+    deidentify: bool
     studies: list[str]
 
     def state(self, now: dt.datetime) -> str:
@@ -114,6 +125,7 @@ class NewShare:
     challenge_hash: bytes | None
     parent_id: str | None
     studies: list[str]
+    deidentify: bool = False
 
 
 async def insert(pool: Pool, share: NewShare) -> None:
@@ -121,7 +133,7 @@ async def insert(pool: Pool, share: NewShare) -> None:
         await conn.execute(
             INSERT_SHARE, share.id, share.token_hash, share.code_hash, share.hospital_pk, share.created_by,
             share.expires_at, share.max_uses, share.permissions, share.recipient, share.challenge,
-            share.challenge_hash, share.parent_id,
+            share.challenge_hash, share.parent_id, share.deidentify,
         )  # fmt: skip
         await conn.execute(INSERT_STUDIES, share.id, share.studies)
 
@@ -241,3 +253,16 @@ async def search(pool: Pool, f: ShareFilter, limit: int, offset: int) -> list[Sh
     async with connection(pool) as conn:
         rows = await conn.fetch(sql, *values, limit, offset)
     return [ShareRow(**dict(r)) for r in rows]
+
+
+async def shared_uids(pool: Pool, studies: list[str]) -> list[tuple[str, str, str]]:
+    """``(study, series, instance)`` UIDs of every stored instance of ``studies``."""
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_SHARED_UIDS, studies)
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def burned_in_risk(pool: Pool, studies: list[str]) -> int:
+    """How many instances of ``studies`` may show identity burned into their pixels."""
+    async with connection(pool) as conn:
+        return int(await conn.fetchval(COUNT_BURNED_IN_RISK, studies))

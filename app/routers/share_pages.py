@@ -8,13 +8,14 @@ one — opens a session, whose own secret the pages then live under (``/s/{sessi
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.access import Right
 from app.deps import ArchiveDep, BaseDep, SharesDep
+from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
 from app.repository import retrieve
 from app.routers.pages import page, print_page, summaries
@@ -69,11 +70,23 @@ async def share_page(
     trail = _trail(request, access)
     trail.touch(studies=share.studies, patients=(s["patient_id"] for s in studies))
     await audit.commit(archive, trail, 200, "access page")
+    key = shares.deidentify_key(share)
     return page(
-        "share.html", share=share, studies=studies, page=f"/s/{secret}", root=f"/share/{secret}/dicom-web",
-        dicomweb=f"{base}/share/{secret}/dicom-web", can_download="download" in share.permissions,
-        can_reshare="reshare" in share.permissions,
+        "share.html", share=share, studies=_shown(studies, key), page=f"/s/{secret}",
+        root=f"/share/{secret}/dicom-web", dicomweb=f"{base}/share/{secret}/dicom-web",
+        can_download="download" in share.permissions, can_reshare="reshare" in share.permissions,
+        deidentified=key is not None, burned_in=await shares.burned_in_warning(share),
     )  # fmt: skip
+
+
+def _shown(studies: list[dict[str, Any]], key: bytes | None) -> list[dict[str, Any]]:
+    """What a page shows of studies: for a de-identifying share only what the profile keeps
+    (PS3.15 Table E.1-1: the study's date and description are not), under its replacement UID."""
+    if key is None:
+        return studies
+    keep = ("modalities", "num_instances", "num_series", "hospital", "hospital_name")
+    return [{**{k: s[k] for k in keep}, "study_instance_uid": remap_uid(key, s["study_instance_uid"]),
+             "date": "", "study_description": None} for s in studies]  # fmt: skip
 
 
 @router.post("/s/{secret}", summary="Answer a share's challenge", response_class=Response)
@@ -143,6 +156,9 @@ async def study_page(
     secret: str, study: str, request: Request, archive: ArchiveDep, shares: SharesDep
 ) -> Response:
     access = await _session(shares, secret)
+    key = None if access is None else shares.deidentify_key(access.share)
+    if access is not None and key is not None:  # a replacement UID: the original it stands for
+        study = next((s for s in access.share.studies if remap_uid(key, s) == study), "")
     if access is None or study not in access.share.studies:
         return await _unavailable(archive, request)
     found_studies = await summaries(archive, [study])
@@ -153,6 +169,8 @@ async def study_page(
     uids = await retrieve.instance_uids(archive.pool, scope, study, None)
     series: dict[str, list[str]] = {}
     for series_uid, instance_uid in uids:
+        if key is not None:
+            series_uid, instance_uid = remap_uid(key, series_uid), remap_uid(key, instance_uid)
         series.setdefault(series_uid, []).append(instance_uid)
     series_list = [
         {"uid": uid, "description": f"Series {n}", "images": images}
@@ -161,6 +179,7 @@ async def study_page(
     trail = _trail(request, access)
     trail.touch(studies=[study], patients=[found["patient_id"]], owners=[found["hospital"]], count=len(uids))
     await audit.commit(archive, trail, 200, "study page")
+    (found,) = _shown([found], key)
     return page("study.html", study=found, series_list=series_list, page=f"/s/{secret}",
                 root=f"/share/{secret}/dicom-web")  # fmt: skip
 
@@ -170,7 +189,7 @@ async def download(secret: str, request: Request, archive: ArchiveDep, shares: S
     access = await _session(shares, secret)
     if access is None:
         return await _unavailable(archive, request)
-    principal = principal_for(access.share)
+    principal = shares.principal_for(access.share)
     trail = audit.start(request, Transaction.SHARE_DOWNLOAD)
     trail.identify(principal)
     if Right.DOWNLOAD not in principal.rights:
@@ -185,7 +204,8 @@ async def download(secret: str, request: Request, archive: ArchiveDep, shares: S
     )  # fmt: skip
     await audit.commit(archive, trail, 200, "ZIP download")
     headers = {"Content-Disposition": 'attachment; filename="images.zip"'}
-    return StreamingResponse(zip_stream(archive, instances), media_type="application/zip", headers=headers)
+    body = zip_stream(archive, instances, shares.deidentify_key(access.share))
+    return StreamingResponse(body, media_type="application/zip", headers=headers)
 
 
 @router.get("/s/{secret}/reshare", summary="Form to share further", response_class=Response)

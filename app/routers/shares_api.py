@@ -34,6 +34,11 @@ class ShareIn(BaseModel):
     recipient: str | None = Field(default=None, max_length=200, description="Who it is for, shown to staff")
     challenge: Literal["birthdate", "pin"] | None = Field(default=None, description="Asked before access")
     pin: str | None = Field(default=None, pattern=r"^[0-9]{4,12}$", description="For challenge=pin")
+    deidentify: bool = Field(
+        default=False,
+        description="Serve de-identified copies (PS3.15 Annex E, Basic Application Level Confidentiality "
+        "Profile, UIDs replaced consistently) on every path: page, download and DICOMweb root",
+    )
 
 
 class ShareOut(BaseModel):
@@ -51,6 +56,12 @@ class ShareOut(BaseModel):
     parent_id: str | None
     revoked_at: dt.datetime | None
     studies: list[str]
+    deidentify: bool
+    burned_in_warning: bool | None = Field(
+        default=None,
+        description="De-identified, yet some images' Burned In Annotation (0028,0301) is YES or absent: "
+        "text in the pixels may still identify the patient (given on creation and on GET of one share)",
+    )
 
 
 class ShareCreated(ShareOut):
@@ -91,6 +102,7 @@ async def create_share(
     caller.trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
     await audit.commit(archive, caller.trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
+    out.burned_in_warning = await shares.burned_in_warning(share)
     if "text/html" in request.headers.get("accept", ""):
         return await print_page(archive, out, status=201)
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
@@ -126,7 +138,9 @@ async def get_share(share_id: str, archive: ArchiveDep, caller: Sharer, shares: 
          "detail": e.detail}
         for e in history
     ]  # fmt: skip
-    return {**share_out(share).model_dump(), "history": events}
+    out = share_out(share)
+    out.burned_in_warning = await shares.burned_in_warning(share)
+    return {**out.model_dump(), "history": events}
 
 
 @router.post("/{share_id}/revoke", summary="Revoke a share and every share minted from it")

@@ -19,8 +19,10 @@ import pydicom.uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 
+from app.dicom.deidentification import deidentify, fill_for_directory, remap_uid
 from app.errors import ObjectNotFound
 from app.repository.retrieve import Exported
+from app.services.deidentified import deidentified
 from app.services.reading import drain
 from app.state import Archive
 
@@ -50,8 +52,12 @@ class _Sink(io.RawIOBase):
         return out
 
 
-async def zip_stream(archive: Archive, instances: list[Exported]) -> AsyncIterator[bytes]:
-    dicomdir, paths = await asyncio.to_thread(_dicomdir, instances)
+async def zip_stream(
+    archive: Archive, instances: list[Exported], deidentify_key: bytes | None = None
+) -> AsyncIterator[bytes]:
+    """The ZIP; with ``deidentify_key``, of de-identified copies (PS3.15 Annex E), their
+    DICOMDIR built from the de-identified headers."""
+    dicomdir, paths = await asyncio.to_thread(_dicomdir, instances, deidentify_key)
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive_zip:
         archive_zip.writestr("DICOMDIR", dicomdir)
@@ -63,19 +69,28 @@ async def zip_stream(archive: Archive, instances: list[Exported]) -> AsyncIterat
                 log.info("an instance was deleted while its study was downloaded")
                 continue
             info = zipfile.ZipInfo(path, date_time=(2000, 1, 1, 0, 0, 0))
-            with archive_zip.open(info, "w", force_zip64=instance.size > _ZIP32_LIMIT) as entry:
-                async for chunk in drain(reader):
+            chunks = drain(reader)
+            if deidentify_key is not None:
+                chunks = deidentified(chunks, deidentify_key, instance.transfer_syntax_uid)
+            # A de-identified header may be a little longer than the stored one.
+            zip64 = instance.size > _ZIP32_LIMIT - (1 << 20 if deidentify_key else 0)
+            with archive_zip.open(info, "w", force_zip64=zip64) as entry:
+                async for chunk in chunks:
                     entry.write(chunk)
                     yield sink.take()
             yield sink.take()
     yield sink.take()
 
 
-def _dicomdir(instances: list[Exported]) -> tuple[bytes, list[str]]:
+def _dicomdir(instances: list[Exported], deidentify_key: bytes | None) -> tuple[bytes, list[str]]:
     """The DICOMDIR of ``instances`` and the path (File ID) of each in the file-set."""
     file_set = FileSet()
     for instance in instances:
-        file_set.add(_header(instance))
+        header = _header(instance)
+        if deidentify_key is not None:
+            deidentify(header, deidentify_key)
+            fill_for_directory(header)
+        file_set.add(header)
     try:
         with tempfile.TemporaryDirectory() as directory:
             file_set.write(directory)
@@ -87,6 +102,8 @@ def _dicomdir(instances: list[Exported]) -> tuple[bytes, list[str]]:
         stage = getattr(file_set, "_stage", {}).get("t")
         if stage is not None:
             stage.cleanup()
+    if deidentify_key is not None:
+        return dicomdir, [by_uid[remap_uid(deidentify_key, i.sop_instance_uid)] for i in instances]
     return dicomdir, [by_uid[i.sop_instance_uid] for i in instances]
 
 

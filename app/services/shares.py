@@ -10,9 +10,10 @@ download counts as one use. Every secret is stored as a keyed hash only.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.access import Principal, Right
+from app.dicom.deidentification import remap_uid
 from app.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from app.repository import audit as audit_repository
 from app.repository import shares as repository
@@ -41,6 +42,8 @@ class ShareRequest:
     recipient: str | None = None
     challenge: str | None = None  # "birthdate" or "pin"
     pin: str | None = None
+    #: Serve de-identified copies (PS3.15 Annex E) on every path of the share.
+    deidentify: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,10 @@ class Shares:
             )
         if request.max_uses is not None and request.max_uses < 1:
             raise BadRequest("max_uses must be at least 1")
+        if request.deidentify and "reshare" in permissions:
+            # A child share would be made from the recipient's pseudonymous UIDs, and
+            # its own copies would need the same key: not offered.
+            raise BadRequest("a de-identified share cannot allow sharing further")
         if parent is None:
             hospital, only = creator.scope.filters(cross_hospital=True)
             found = await repository.shareable(self.archive.pool, studies, hospital, only)
@@ -116,6 +123,7 @@ class Shares:
                 max_uses=request.max_uses, permissions=permissions, recipient=request.recipient,
                 challenge=request.challenge, challenge_hash=challenge_hash,
                 parent_id=parent.id if parent else None, studies=studies,
+                deidentify=request.deidentify,
             ),
         )  # fmt: skip
         row = await repository.by_id(self.archive.pool, share_id)
@@ -172,7 +180,36 @@ class Shares:
             raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
         if access.needs_challenge:
             raise Unauthorized("this share asks for a challenge: open its link in a browser first")
-        return principal_for(access.share)
+        return self.principal_for(access.share)
+
+    def principal_for(self, share: ShareRow) -> Principal:
+        """The caller ``share`` makes, with its de-identification key when it has one."""
+        principal = principal_for(share)
+        key = self.deidentify_key(share)
+        return principal if key is None else replace(principal, deidentify_key=key)
+
+    def deidentify_key(self, share: ShareRow) -> bytes | None:
+        """The key a de-identifying share's UIDs are remapped with: derived from the
+        archive's secret and the share's id, so it is the same for every request of the
+        share and on every worker, and stored nowhere."""
+        return self.hasher.digest("deidentify", share.id) if share.deidentify else None
+
+    async def pseudonyms(self, share: ShareRow) -> dict[str, str]:
+        """A de-identifying share's replacement UIDs, each to its original (the study,
+        series and instance UIDs of the shared studies), to read requests by."""
+        key = self.deidentify_key(share)
+        if key is None:
+            return {}
+        rows = await repository.shared_uids(self.archive.pool, share.studies)
+        uids = {uid for row in rows for uid in row} | set(share.studies)
+        return {remap_uid(key, uid): uid for uid in uids}
+
+    async def burned_in_warning(self, share: ShareRow) -> bool:
+        """Whether a de-identified share holds instances whose pixels may still show
+        identity (Burned In Annotation YES or absent: PS3.15 §E.1.1 leaves pixels alone)."""
+        if not share.deidentify:
+            return False
+        return await repository.burned_in_risk(self.archive.pool, share.studies) > 0
 
     async def check_lockout(self, share_id: str | None, client: str | None) -> None:
         s = self.archive.settings

@@ -16,6 +16,7 @@ from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfia
 from app.repository import retrieve
 from app.repository.retrieve import Renderable, StoredMetadata, StoredObject
 from app.services.audit import Trail
+from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, open_frame
 from app.services.transcode import can_transcode, transcoded
@@ -41,7 +42,10 @@ async def instances(
     # The first stored object is opened now: if it was deleted since the lookup, this is a 404.
     first = await archive.store.open(objects[0].object_key) if plan[0][1] is None else None
     boundary = multipart_boundary()
-    body = stream_multipart(_instance_parts(archive, plan, first), boundary)
+    parts = _instance_parts(archive, plan, first)
+    if trail.scope.deidentify_key is not None:
+        parts = _deidentified_parts(parts, trail.scope.deidentify_key, plan)
+    body = stream_multipart(parts, boundary)
     return Body(related_content_type(boundary, "application/dicom"), body)
 
 
@@ -108,6 +112,26 @@ async def _instance_parts(
         await _abandon(ahead)
 
 
+async def _deidentified_parts(
+    parts: AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]],
+    key: bytes,
+    plan: list[tuple[StoredObject, Renderable | None]],
+) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+    """A de-identifying share's copies: each part rewritten, under its replacement UIDs;
+    the length is no longer known beforehand."""
+    by_location = {
+        _instance_path(o.study_instance_uid, o.series_instance_uid, o.sop_instance_uid): o for o, _ in plan
+    }
+    async for headers, chunks in parts:
+        obj = by_location[headers["Content-Location"]]
+        syntax = headers["Content-Type"].partition("transfer-syntax=")[2] or obj.transfer_syntax_uid
+        location = instance_path(key, obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
+        yield (
+            {"Content-Type": headers["Content-Type"], "Content-Location": location},
+            deidentified(chunks, key, syntax),
+        )
+
+
 async def _fetch(archive: Archive, obj: StoredObject) -> BlobReader | bytes | None:
     try:
         reader = await archive.store.open(obj.object_key)
@@ -148,9 +172,16 @@ async def single_object(
     wanted = transfer_syntax or obj.transfer_syntax_uid
     conversion = await _conversion(archive, trail, DicomChoice([wanted]), obj)
     if conversion is not None:
-        return Body(f"application/dicom; transfer-syntax={wanted}", transcoded(archive, conversion))
+        converted = transcoded(archive, conversion)
+        if trail.scope.deidentify_key is not None:
+            converted = deidentified(converted, trail.scope.deidentify_key, wanted)
+        return Body(f"application/dicom; transfer-syntax={wanted}", converted)
     reader = await archive.store.open(obj.object_key)
-    return Body(f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}", drain(reader), obj.size)
+    media_type = f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}"
+    key = trail.scope.deidentify_key
+    if key is not None:
+        return Body(media_type, deidentified(drain(reader), key, obj.transfer_syntax_uid))
+    return Body(media_type, drain(reader), obj.size)
 
 
 @dataclass(frozen=True)
