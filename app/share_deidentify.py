@@ -43,9 +43,14 @@ _UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _JSON_TYPES = (b"application/json", b"application/dicom+json")
 
 
+#: On every answer of a de-identified share some of whose instances may show identity in
+#: their pixels (Burned In Annotation YES or absent): PS3.15 §E.1.1 leaves pixel data alone.
+BURNED_IN_HEADER = (b"filmless-burned-in-annotation", b"possible")
+
+
 class Pseudonyms:
-    def __init__(self, key: bytes, originals: dict[str, str]) -> None:
-        self.key = key
+    def __init__(self, key: bytes, originals: dict[str, str], burned_in: bool = False) -> None:
+        self.key, self.burned_in = key, burned_in
         self.originals = originals  # replacement -> original
         self.replacements = {v: k for k, v in originals.items()}
 
@@ -101,6 +106,8 @@ def rewriting(send: Send, pseudonyms: Pseudonyms) -> Send:
         if message["type"] == "http.response.start":
             hide = pseudonyms.hide
             headers = [(k, hide(v.decode("latin-1")).encode("latin-1")) for k, v in message["headers"]]
+            if pseudonyms.burned_in:
+                headers.append(BURNED_IN_HEADER)
             message = {**message, "headers": headers}
             content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
             if content_type.startswith(_JSON_TYPES):
@@ -133,10 +140,11 @@ def rewrite_json(body: bytes, pseudonyms: Pseudonyms) -> bytes:
     return pseudonyms.hide(json.dumps(data, separators=(",", ":"))).encode()
 
 
-async def no_match(send: Send) -> None:
+async def no_match(send: Send, pseudonyms: Pseudonyms) -> None:
     """A search whose keys the de-identified copies hold no value for: no match (PS3.18
     §10.6.3: 200 with an empty array)."""
     body = b"[]"
     headers = [(b"content-type", b"application/dicom+json"), (b"content-length", b"2")]
+    send = rewriting(send, pseudonyms)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -41,7 +41,7 @@ class ShareGateway:
             if pseudonyms is not None:  # a de-identifying share (app.share_deidentify)
                 translated = share_deidentify.translate(scope, pseudonyms)
                 if translated is None:
-                    await share_deidentify.no_match(send)
+                    await share_deidentify.no_match(send, pseudonyms)
                     return
                 scope, send = translated, share_deidentify.rewriting(send, pseudonyms)
         await self.app(scope, receive, send)
@@ -53,7 +53,8 @@ async def _pseudonyms(scope: Scope) -> share_deidentify.Pseudonyms | None:
     key = None if access is None else shares.deidentify_key(access.share)
     if key is None:
         return None
-    return share_deidentify.Pseudonyms(key, await shares.pseudonyms(access.share))
+    originals = await shares.pseudonyms(access.share)
+    return share_deidentify.Pseudonyms(key, originals, await shares.burned_in_warning(access.share))
 
 
 def _rewrite(scope: Scope) -> Scope | None:

@@ -83,6 +83,7 @@ async def test_deidentified_share_on_every_path(served: ArchiveUnderTest, studie
         assert _value(found[0], "00100020").startswith("ANON")  # a pseudonym (Z/D: D)
         assert _value(found[0], "00100030") is None and _value(found[0], "00080050") is None
         assert _value(found[0], "00120062") == "YES"
+        assert "filmless-burned-in-annotation" not in (await client.get(f"{root}/studies")).headers
         _no_identity(raw)
         assert not any(uid.encode() in raw for uid in originals)
 
@@ -199,7 +200,9 @@ async def test_burned_in_annotation_warns(served: ArchiveUnderTest, studies):
         async with _anonymous(served) as client:
             opened = await client.get(f"/s/{share['token']}")
             page = await client.get(opened.headers["location"])
+            qido = await client.get(f"/share/{share['token']}/dicom-web/studies")
         assert "burned-in annotation" in page.text
+        assert qido.headers["filmless-burned-in-annotation"] == "possible"
 
 
 async def test_a_normal_share_serves_originals(served: ArchiveUnderTest, studies):
