@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 from pydicom.datadict import tag_for_keyword
 from starlette.types import Message, Scope, Send
 
-from app.dicom.deidentification import deidentify_json, keeps
+from app.dicom.deidentification import Pseudonyms, deidentify_json, keeps
 from app.dicom.header import PIXEL_DATA_PATH
 
 #: Stands for a UID that is no replacement of the share's: it matches nothing.
@@ -39,7 +39,6 @@ _PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "requestType"
                "transferSyntax", "frameNumber", "charset", "anonymize", "annotation", "rows",
                "columns", "region", "windowCenter", "windowWidth", "imageQuality",
                "presentationUID", "presentationSeriesUID"}  # fmt: skip
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _JSON_TYPES = (b"application/json", b"application/dicom+json")
 
 
@@ -48,47 +47,67 @@ _JSON_TYPES = (b"application/json", b"application/dicom+json")
 BURNED_IN_HEADER = (b"filmless-burned-in-annotation", b"possible")
 
 
-class Pseudonyms:
-    def __init__(self, key: bytes, originals: dict[str, str], burned_in: bool = False) -> None:
-        self.key, self.burned_in = key, burned_in
-        self.originals = originals  # replacement -> original
-        self.replacements = {v: k for k, v in originals.items()}
+async def route(scope: Scope, send: Send, secret: str) -> tuple[Scope, Send] | None:
+    """The request and ``send`` as a de-identifying share's answer needs them (unchanged
+    for any other share, or an invalid secret, which authentication then refuses); None
+    when it has been answered here (no match)."""
+    shares = scope["app"].state.shares
+    access = await shares.resolve(secret)
+    key = None if access is None else shares.deidentify_key(access.share)
+    if access is None or key is None:
+        return scope, send
+    burned_in = await shares.burned_in_warning(access.share)
+    pseudonyms: Pseudonyms | None = await shares.pseudonyms(access.share)
+    assert pseudonyms is not None  # the share de-identifies
+    translated, missed = translate(scope, pseudonyms)
+    if missed:  # perhaps an instance stored since the replacements were read
+        pseudonyms = await shares.pseudonyms(access.share, fresh=True)
+        assert pseudonyms is not None
+        translated, missed = translate(scope, pseudonyms)
+    send = rewriting(send, pseudonyms, burned_in)
+    if translated is None:
+        await no_match(send)
+        return None
+    return translated, send
 
-    def original(self, uid: str) -> str:
-        return self.originals.get(uid, NO_MATCH)
 
-    def hide(self, text: str) -> str:
-        """``text`` with every original UID of the share replaced."""
-        return _UID.sub(lambda m: self.replacements.get(m.group(), m.group()), text)
+def translate(scope: Scope, pseudonyms: Pseudonyms) -> tuple[Scope | None, bool]:
+    """The request in original UIDs (None when it is answered by no match at all), and
+    whether it named a UID that is no replacement of the share's."""
+    missed = False
 
+    def original(uid: str) -> str:
+        nonlocal missed
+        found = pseudonyms.originals.get(uid)
+        missed = missed or found is None
+        return found or NO_MATCH
 
-def translate(scope: Scope, pseudonyms: Pseudonyms) -> Scope | None:
-    """The request in original UIDs; None when it is answered by no match at all."""
     path: str = scope["path"]
     segments = path.split("/")
     for n in range(1, len(segments)):
         if segments[n - 1] in ("studies", "series", "instances"):
-            segments[n] = pseudonyms.original(segments[n])
+            segments[n] = original(segments[n])
         if segments[n - 1] == "bulkdata" and "/".join(segments[n:]).upper() != PIXEL_DATA_PATH:
             segments[n] = NO_MATCH
     path = "/".join(segments)
     query = []
     for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
         if name in _WADO_URI_UIDS and path.endswith("/wado"):
-            value = pseudonyms.original(value)
+            value = original(value)
         elif name not in _PARAMETERS:
             tags = [_tag(part) for part in name.split(".")]
             if tags and tags[-1] in _UID_KEYS and all(t is not None for t in tags):
-                value = ",".join(pseudonyms.original(v) for v in value.replace("\\", ",").split(","))
+                value = ",".join(original(v) for v in value.replace("\\", ",").split(","))
             elif any(t is not None and not keeps(t) for t in tags):
-                return None
+                return None, missed
         query.append((name, value))
     # Plain JSON, to be rewritten (no gzip from the application).
     headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
-    return {
+    translated = {
         **scope, "path": path, "raw_path": path.encode(), "query_string": urlencode(query).encode(),
         "headers": headers,
     }  # fmt: skip
+    return translated, missed
 
 
 def _tag(name: str) -> int | None:
@@ -97,7 +116,7 @@ def _tag(name: str) -> int | None:
     return tag_for_keyword(name)
 
 
-def rewriting(send: Send, pseudonyms: Pseudonyms) -> Send:
+def rewriting(send: Send, pseudonyms: Pseudonyms, burned_in: bool) -> Send:
     """``send``, de-identifying JSON bodies (held whole until rewritten) and headers."""
     held: list[Message] = []
     body = bytearray()
@@ -106,7 +125,7 @@ def rewriting(send: Send, pseudonyms: Pseudonyms) -> Send:
         if message["type"] == "http.response.start":
             hide = pseudonyms.hide
             headers = [(k, hide(v.decode("latin-1")).encode("latin-1")) for k, v in message["headers"]]
-            if pseudonyms.burned_in:
+            if burned_in:
                 headers.append(BURNED_IN_HEADER)
             message = {**message, "headers": headers}
             content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
@@ -140,11 +159,10 @@ def rewrite_json(body: bytes, pseudonyms: Pseudonyms) -> bytes:
     return pseudonyms.hide(json.dumps(data, separators=(",", ":"))).encode()
 
 
-async def no_match(send: Send, pseudonyms: Pseudonyms) -> None:
+async def no_match(send: Send) -> None:
     """A search whose keys the de-identified copies hold no value for: no match (PS3.18
     §10.6.3: 200 with an empty array)."""
     body = b"[]"
     headers = [(b"content-type", b"application/dicom+json"), (b"content-length", b"2")]
-    send = rewriting(send, pseudonyms)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

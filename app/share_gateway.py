@@ -37,24 +37,12 @@ class ShareGateway:
                 await _not_found(send)
                 return
             scope = rewritten
-            pseudonyms = await _pseudonyms(scope)
-            if pseudonyms is not None:  # a de-identifying share (app.share_deidentify)
-                translated = share_deidentify.translate(scope, pseudonyms)
-                if translated is None:
-                    await share_deidentify.no_match(send, pseudonyms)
-                    return
-                scope, send = translated, share_deidentify.rewriting(send, pseudonyms)
+            # A de-identifying share's request and answer (app.share_deidentify).
+            routed = await share_deidentify.route(scope, send, scope[PREFIX_KEY].removeprefix("/share/"))
+            if routed is None:
+                return
+            scope, send = routed
         await self.app(scope, receive, send)
-
-
-async def _pseudonyms(scope: Scope) -> share_deidentify.Pseudonyms | None:
-    shares = scope["app"].state.shares
-    access = await shares.resolve(scope[PREFIX_KEY].removeprefix("/share/"))
-    key = None if access is None else shares.deidentify_key(access.share)
-    if key is None:
-        return None
-    originals = await shares.pseudonyms(access.share)
-    return share_deidentify.Pseudonyms(key, originals, await shares.burned_in_warning(access.share))
 
 
 def _rewrite(scope: Scope) -> Scope | None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import warnings
+from collections.abc import Iterable
 from enum import Enum
 from io import BytesIO
 from typing import Any
@@ -49,6 +51,7 @@ class Action(Enum):
 
 
 PATIENT_ID = 0x00100020
+_UID_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 
 
 def _exact(entries: list[tuple[int, ...]], action: Action) -> dict[int, Action]:
@@ -136,6 +139,26 @@ def pseudonym(key: bytes, patient_id: str) -> str:
     """
     digest = hmac.new(key, b"patient\0" + patient_id.encode("utf-8", "replace"), hashlib.sha256)
     return "ANON" + digest.hexdigest()[:12].upper()
+
+
+class Pseudonyms:
+    """The replacement UIDs of a set of UIDs (a share's), both ways.
+
+    >>> p = Pseudonyms(b"k", ["1.2.3"])
+    >>> p.originals[remap_uid(b"k", "1.2.3")]
+    '1.2.3'
+    >>> p.hide("/studies/1.2.3/series") == f"/studies/{p.replacements['1.2.3']}/series"
+    True
+    """
+
+    def __init__(self, key: bytes, uids: Iterable[str]) -> None:
+        self.key = key
+        self.replacements = {uid: remap_uid(key, uid) for uid in uids}
+        self.originals = {new: old for old, new in self.replacements.items()}
+
+    def hide(self, text: str) -> str:
+        """``text`` with every one of the original UIDs replaced (in URLs, messages)."""
+        return _UID_TEXT.sub(lambda m: self.replacements.get(m.group(), m.group()), text)
 
 
 def _method_codes() -> Sequence:

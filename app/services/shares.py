@@ -9,11 +9,13 @@ download counts as one use. Every secret is stored as a keyed hash only.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from app.access import Principal, Right
-from app.dicom.deidentification import remap_uid
+from app.dicom.deidentification import Pseudonyms
 from app.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from app.repository import audit as audit_repository
 from app.repository import shares as repository
@@ -30,6 +32,8 @@ from app.security.share_secrets import (
 from app.state import Archive
 
 PERMISSIONS = ("view", "download", "reshare")
+#: Replacement UIDs of de-identifying shares kept in memory, at most (about 200 bytes each).
+_PSEUDONYMS_HELD = 500_000
 _RIGHTS = {"view": {Right.READ}, "download": {Right.READ, Right.DOWNLOAD}, "reshare": set()}
 
 
@@ -72,6 +76,7 @@ def now() -> dt.datetime:
 class Shares:
     def __init__(self, archive: Archive, hasher: Hasher) -> None:
         self.archive, self.hasher = archive, hasher
+        self._pseudonyms: OrderedDict[str, Pseudonyms] = OrderedDict()
 
     # --- staff ---------------------------------------------------------------------------
 
@@ -194,15 +199,30 @@ class Shares:
         share and on every worker, and stored nowhere."""
         return self.hasher.digest("deidentify", share.id) if share.deidentify else None
 
-    async def pseudonyms(self, share: ShareRow) -> dict[str, str]:
+    async def pseudonyms(self, share: ShareRow, fresh: bool = False) -> Pseudonyms | None:
         """A de-identifying share's replacement UIDs, each to its original (the study,
-        series and instance UIDs of the shared studies), to read requests by."""
+        series and instance UIDs of the shared studies), to read requests by. Kept for
+        the next requests (a viewer sends one per frame); ``fresh`` reads them anew, for
+        a UID not found (an instance stored since)."""
         key = self.deidentify_key(share)
         if key is None:
-            return {}
+            return None
+        cached = None if fresh else self._pseudonyms.get(share.id)
+        if cached is not None:
+            self._pseudonyms.move_to_end(share.id)
+            return cached
         rows = await repository.shared_uids(self.archive.pool, share.studies)
         uids = {uid for row in rows for uid in row} | set(share.studies)
-        return {remap_uid(key, uid): uid for uid in uids}
+        found = await asyncio.to_thread(Pseudonyms, key, uids)
+        self._pseudonyms.pop(share.id, None)
+        self._pseudonyms[share.id] = found
+        # Bounded by the UIDs held, not the shares: one share may hold 100 large studies.
+        while (
+            sum(len(p.originals) for p in self._pseudonyms.values()) > _PSEUDONYMS_HELD
+            and len(self._pseudonyms) > 1
+        ):
+            self._pseudonyms.popitem(last=False)
+        return found
 
     async def burned_in_warning(self, share: ShareRow) -> bool:
         """Whether a de-identified share holds instances whose pixels may still show

@@ -227,3 +227,31 @@ async def test_a_deidentified_share_cannot_be_reshared(served: ArchiveUnderTest,
             "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoformat()}  # fmt: skip
     response = await served.client.post("/api/shares", json=body)
     assert response.status_code == 400 and "sharing further" in response.text
+
+
+async def test_an_instance_stored_later_is_reached_by_its_new_uid(served: ArchiveUnderTest):
+    early = make_sample("ct", **PATIENT)
+    late = make_sample("ct", study=early.study, series=early.series, **PATIENT)
+
+    async def store(sample: Sample) -> None:
+        body, ctype = multipart_body([sample.data])
+        response = await served.client.post(
+            "/dicom-web/studies", content=body, headers={"Content-Type": ctype}
+        )
+        assert response.status_code == 200, response.text
+
+    await store(early)
+    share = await _create(served, [early.study], deidentify=True)
+    root = f"/share/{share['token']}/dicom-web"
+    async with _anonymous(served) as client:
+        (study,), _ = await _json(client, f"{root}/studies")
+        study_uid = _value(study, "0020000D")
+        assert len((await _json(client, f"{root}/studies/{study_uid}/metadata"))[0]) == 1
+        await store(late)
+        instances, _ = await _json(client, f"{root}/studies/{study_uid}/instances")
+        assert len(instances) == 2
+        for found in instances:
+            series_uid, instance_uid = _value(found, "0020000E"), _value(found, "00080018")
+            url = f"{root}/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}"
+            (meta,), _ = await _json(client, f"{url}/metadata")
+            assert _value(meta, "00080018") == _value(found, "00080018")
