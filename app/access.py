@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, Unauthorized
 from app.scope import Scope
+from app.share_gateway import PREFIX_KEY
 
 
 class Role(Enum):
@@ -95,6 +96,9 @@ async def authenticate(
         # Not a JWT: a share link's token (or a share session's), which also works as a
         # bearer token on /dicom-web.
         principal = await request.app.state.shares.principal(token)
+        if principal.deidentify_key is not None and PREFIX_KEY not in request.scope:
+            # Its answers are de-identified at the share's own root (app.share_deidentify).
+            raise Unauthorized("a de-identified share is reached at its own DICOMweb root, /share/{token}/")
     trail = getattr(request.state, "audit", None)
     if trail is not None:
         trail.identify(principal)

@@ -164,6 +164,10 @@ async def test_deidentified_share_on_every_path(served: ArchiveUnderTest, studie
             assert matches == [], query
         matches, _ = await _json(client, f"{root}/studies?{httpx.QueryParams(StudyInstanceUID=study)}")
         assert len(matches) == 1
+        # Only its own root de-identifies: the token is no key to the archive's.
+        bearer = {"Authorization": f"Bearer {share['token']}", "Accept": "application/dicom+json"}
+        direct = await client.get("/dicom-web/studies", headers=bearer)
+        assert direct.status_code == 401 and b"Secret" not in direct.content
 
         # The page and the ZIP of the same share.
         opened = await client.get(f"/s/{share['token']}")
