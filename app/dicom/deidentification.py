@@ -349,6 +349,18 @@ def rewrite_header(prefix: bytes, key: bytes, complete: bool) -> tuple[bytes, in
     return out.getvalue(), used
 
 
+def pixel_tag_at(data: bytes | bytearray, start: int) -> int:
+    """Where a pixel data tag's bytes first occur in ``data`` from ``start`` (-1: nowhere):
+    where a header may end, so that only new bytes are searched as they arrive.
+
+    >>> data = b"ab" + bytes.fromhex("e07f1000")
+    >>> pixel_tag_at(data, 0), pixel_tag_at(data, 3)
+    (2, -1)
+    """
+    found = [i for i in (data.find(tag, start) for tag in _PIXEL_TAGS) if i >= 0]
+    return min(found, default=-1)
+
+
 def is_deflated(transfer_syntax: str) -> bool:
     """Deflated data sets (PS3.5 §A.5) cannot be cut at their pixel data: rewritten whole."""
     return transfer_syntax in {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from app.dicom.deidentification import is_deflated, remap_uid, rewrite_header
+from app.dicom.deidentification import is_deflated, pixel_tag_at, remap_uid, rewrite_header
 
 
 async def deidentified(
@@ -17,9 +17,18 @@ async def deidentified(
     """The Part 10 file ``chunks`` carries, de-identified with ``key``."""
     prefix = bytearray()
     whole = is_deflated(transfer_syntax)
+    searched, retry_until = 0, -1
     async for chunk in chunks:
         prefix += chunk
         if whole:
+            continue
+        # Parsed again only when a pixel data tag may have arrived, or while the element
+        # header after one is incomplete: a large header is not re-read for every chunk.
+        found = pixel_tag_at(prefix, max(0, searched - 3))
+        searched = len(prefix)
+        if found >= 0:
+            retry_until = found + 16
+        elif len(prefix) > retry_until + len(chunk):
             continue
         done = await asyncio.to_thread(rewrite_header, bytes(prefix), key, False)
         if done is not None:
