@@ -88,7 +88,8 @@ def translate(scope: Scope, pseudonyms: Pseudonyms) -> tuple[Scope | None, bool]
         if segments[n - 1] in ("studies", "series", "instances"):
             segments[n] = original(segments[n])
         if segments[n - 1] == "bulkdata" and "/".join(segments[n:]).upper() != PIXEL_DATA_PATH:
-            segments[n] = NO_MATCH
+            segments[n:] = ["00000000"]  # a value never stored as bulk: 404
+            break
     path = "/".join(segments)
     query = []
     for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):

@@ -141,6 +141,10 @@ async def test_deidentified_share_on_every_path(served: ArchiveUnderTest, studie
         ((_, pixels),) = split_multipart(frame.content, frame.headers["content-type"])
         assert pixels == stored[first.instance].PixelData
 
+        other_bulk = f"{root}/studies/{study}/series/{series_uid}/instances/{by_number[1]}/bulkdata/00091001"
+        for path in ("00091001", "0040A730/0/00080100"):  # only the pixel data is bulk here
+            assert (await client.get(f"{other_bulk.rsplit('/', 1)[0]}/{path}")).status_code == 404
+
         for view in ("thumbnail", "rendered"):
             image = await client.get(
                 f"{root}/studies/{study}/series/{series_uid}/instances/{by_number[1]}/{view}"
