@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pydicom.config
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -16,10 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.dimse.listener import listen
 from app.embedded import open_embedded_postgres
-from app.errors import FilmlessError
+from app.errors import FilmlessError, StorageUnavailable
 from app.lru import LruBytes
 from app.repository import hospitals
 from app.repository.database import create_pool
+from app.repository.invalidation import Invalidations
 from app.repository.migrations import migrate
 from app.routers import (
     admin,
@@ -156,6 +158,14 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     if settings.auto_migrate:
         async with pool.acquire() as conn:
             await migrate(conn)
+    # Listening before serving: a change committed on another node after this point reaches
+    # this process's caches (see app.repository.invalidation).
+    invalidations = Invalidations(dsn)
+    try:
+        await invalidations.start()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StorageUnavailable(f"cannot listen on the database: {type(exc).__name__}") from exc
+    stack.push_async_callback(invalidations.close)
     store = await open_store(settings, stack)
     renderer = ThreadPoolExecutor(max_workers=settings.render_workers, thread_name_prefix="render")
     stack.callback(renderer.shutdown, wait=False, cancel_futures=True)
@@ -168,6 +178,7 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         renderer=renderer,
         thumbnails=thumbnails,
         render_budget=budget,
+        invalidations=invalidations,
     )
 
 
@@ -184,7 +195,7 @@ async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack)
             "--role reader --role uploader --role admin",
             keys.path,
         )
-    return Authenticator(settings, keys, archive.pool)
+    return Authenticator(settings, keys, archive.pool, archive.invalidations)
 
 
 def _clean_spool(settings: Settings) -> None:

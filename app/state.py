@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.lru import LruBytes
 from app.repository.database import Pool
+from app.repository.invalidation import Invalidations
 from app.services.budget import MemoryBudget
 from app.settings import Settings
 from app.storage.base import BlobStore
@@ -22,8 +23,11 @@ class Archive:
     #: 4096x4096 image cannot hold up other requests.
     renderer: Executor
     #: Recently served thumbnails, by object key: a study list asks for the same ones again
-    #: and again, and a key names immutable content (a thumbnail of a deleted instance is
-    #: never looked up: its index rows are gone).
+    #: and again. Safe on several nodes by construction, so not invalidated: a key is random,
+    #: never reused, and names immutable content, and a thumbnail of a deleted instance is
+    #: never looked up (the request finds no index row and is refused before).
     thumbnails: LruBytes
     #: The memory decoding and rendering may take at once (FILMLESS_RENDER_MEMORY).
     render_budget: MemoryBudget
+    #: Notices from every process on the database that a cached value changed.
+    invalidations: Invalidations

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from app.repository.database import Pool, connection
+from app.repository import invalidation
+from app.repository.database import Pool, connection, transaction
 
 INSERT = """
 INSERT INTO hospitals (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING
@@ -16,8 +17,9 @@ INSERT_FIRST = """
 INSERT INTO hospitals (code, name) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM hospitals)
 ON CONFLICT (code) DO NOTHING
 RETURNING pk, code, name, created_at"""
-SELECT_BY_CODE = "SELECT pk, code, name, created_at FROM hospitals WHERE code = $1"
-SELECT_ALL = "SELECT pk, code, name, created_at FROM hospitals ORDER BY code"
+SELECT_BY_CODE = "SELECT pk, code, name, created_at FROM hospitals WHERE code = $1 AND removed_at IS NULL"
+SELECT_ALL = "SELECT pk, code, name, created_at FROM hospitals WHERE removed_at IS NULL ORDER BY code"
+REMOVE = "UPDATE hospitals SET removed_at = now() WHERE code = $1 AND removed_at IS NULL RETURNING pk"
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,13 @@ async def by_code(pool: Pool, code: str) -> Hospital | None:
 async def every(pool: Pool) -> list[Hospital]:
     async with connection(pool) as conn:
         return [Hospital(**dict(r)) for r in await conn.fetch(SELECT_ALL)]
+
+
+async def remove(pool: Pool, code: str) -> bool:
+    """Remove a member hospital (its data stays); False when there is none by that code.
+    Every process forgets it at commit: the notice goes in the same transaction."""
+    async with transaction(pool) as conn:
+        if await conn.fetchval(REMOVE, code) is None:
+            return False
+        await invalidation.notify(conn, "hospital", code)
+    return True

@@ -45,6 +45,14 @@ async def add_hospital(body: HospitalIn, archive: ArchiveDep, caller: Administra
     return HospitalOut(code=added.code, name=added.name, created_at=added.created_at)
 
 
+@router.delete("/hospitals/{code}", status_code=204, summary="Remove a member hospital")
+async def remove_hospital(code: str, archive: ArchiveDep, caller: Administrator) -> Response:
+    """Its tokens are refused from now on, on every node; what it stored stays."""
+    await admin.remove_hospital(archive, code)
+    await audit.commit(archive, caller.trail, 204, f"removed hospital {code}")
+    return Response(status_code=204)
+
+
 class AeIn(BaseModel):
     # PS3.5 §6.2 AE: 1 to 16 characters, no backslash or control characters.
     ae_title: str = Field(pattern=r"^[ -\[\]-~]{1,16}$", description="The AE's title (its Calling AE Title)")

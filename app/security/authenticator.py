@@ -11,22 +11,30 @@ from app.access import Principal, Role
 from app.errors import Forbidden, Unauthorized
 from app.repository import hospitals
 from app.repository.database import Pool
+from app.repository.invalidation import Invalidations
 from app.security import jwt
 from app.security.keys import LOCAL_ALGORITHM, LOCAL_KID, KeySource, LocalIssuer
 from app.settings import Settings
 
-#: Seconds a hospital code -> key lookup is remembered (hospitals are added, not changed).
+#: Seconds a hospital code -> key lookup is remembered. A hospital removed on any node is
+#: forgotten at once through :mod:`app.repository.invalidation`; the TTL only bounds memory
+#: of codes no longer used.
 _HOSPITAL_TTL = 60.0
 #: A verified token's claims are remembered this long (never past its expiry): a viewer
 #: sends the same token with hundreds of requests, and verifying a signature costs more
-#: than the rest of a small request. Bounded in size.
+#: than the rest of a small request. Bounded in size. Safe on several nodes by
+#: construction: claims are a function of the token's bytes and the signing keys, which
+#: are not in the database (a key withdrawn from a JWKS is honoured at most this long,
+#: as on one node).
 _VERIFIED_TTL = 60.0
 _VERIFIED_MAX = 10_000
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, keys: KeySource, pool: Pool) -> None:
+    def __init__(self, settings: Settings, keys: KeySource, pool: Pool, invalidations: Invalidations) -> None:
         self.settings, self.keys, self.pool = settings, keys, pool
+        self.invalidations = invalidations
+        invalidations.subscribe(self._invalidate)
         self._role_names = {
             settings.role_reader: Role.READER,
             settings.role_uploader: Role.UPLOADER,
@@ -80,14 +88,26 @@ class Authenticator:
         return frozenset(self._role_names[n] for n in names if isinstance(n, str) and n in self._role_names)
 
     async def _hospital_pk(self, code: str) -> int:
+        # Served from memory only while the invalidation listener is connected: a hospital
+        # removed while it is not would otherwise go unnoticed here.
+        live = self.invalidations.live
         cached = self._hospitals.get(code)
-        if cached is not None and cached[1] > time.monotonic():
+        if live and cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        generation = self.invalidations.generation
         found = await hospitals.by_code(self.pool, code)
         if found is None:
             raise Forbidden(f"hospital {code!r} is not a member of this archive")
-        self._hospitals[code] = (found.pk, time.monotonic() + _HOSPITAL_TTL)
+        # Not remembered if a flush (a lost listener) happened during the lookup.
+        if live and generation == self.invalidations.generation:
+            self._hospitals[code] = (found.pk, time.monotonic() + _HOSPITAL_TTL)
         return found.pk
+
+    def _invalidate(self, kind: str | None, key: str | None) -> None:
+        if kind is None:
+            self._hospitals.clear()
+        elif kind == "hospital" and key is not None:
+            self._hospitals.pop(key, None)
 
 
 def issue_local_token(

@@ -26,6 +26,13 @@ async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hosp
     return added
 
 
+async def remove_hospital(archive: Archive, code: str) -> None:
+    """Remove a member hospital: its tokens are refused on every node at once; what it
+    stored stays."""
+    if not await hospitals.remove(archive.pool, code):
+        raise NotFound(f"no member hospital {code!r}")
+
+
 async def hospitals_list(archive: Archive) -> list[hospitals.Hospital]:
     return await hospitals.every(archive.pool)
 

@@ -4,6 +4,7 @@ leak). Regional readers find a specific patient's studies across members."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -148,3 +149,26 @@ async def test_broad_regional_browsing_stays_in_the_own_hospital(
     async with served.as_user(HOSPITAL, ["reader", "regional"]) as regional:
         found = (await regional.get("/dicom-web/studies", params=query)).json()
     assert [s["0020000D"]["Value"][0] for s in found] == [ours.study]
+
+
+async def test_a_removed_hospital_is_refused_and_its_data_stays(served: ArchiveUnderTest, two_hospitals):
+    ours, theirs = two_hospitals
+    async with served.as_user(OTHER_HOSPITAL) as other:
+        # Its token was accepted (and the hospital remembered) before the removal.
+        assert (await other.get("/dicom-web/studies")).status_code == 200
+        assert (await served.client.delete(f"/api/hospitals/{OTHER_HOSPITAL}")).status_code == 204
+        # The notice reaches this process's own cache too, delivered at commit.
+        for _ in range(200):
+            refused = await other.get("/dicom-web/studies")
+            if refused.status_code == 403:
+                break
+            await asyncio.sleep(0.01)
+        assert refused.status_code == 403, refused.text
+    assert (await served.client.delete(f"/api/hospitals/{OTHER_HOSPITAL}")).status_code == 404
+    listed = (await served.client.get("/api/hospitals")).json()
+    assert OTHER_HOSPITAL not in [h["code"] for h in listed]
+    async with served.as_user(HOSPITAL, roles=["reader", "regional"]) as regional:
+        found = await regional.get(
+            "/dicom-web/studies", params={"PatientID": "MRN-1", "IssuerOfPatientID": "REGION"}
+        )
+    assert {s["0020000D"]["Value"][0] for s in found.json()} == {ours.study, theirs.study}
