@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("code", help="the code tokens name it by (letters, digits, . _ -)")
     add.add_argument("--name", required=True, help="its name")
     hospital_commands.add_parser("list", help="list member hospitals")
+    remove = hospital_commands.add_parser("remove", help="remove a member hospital (its tokens are refused)")
+    remove.add_argument("code", help="its code")
     import_command.add_parser(commands)
     ae = commands.add_parser("ae", help="manage known DICOM application entities (modalities, PACS)")
     ae_commands = ae.add_subparsers(dest="action", required=True)
@@ -211,6 +213,11 @@ async def _hospital(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             print(f"added {args.code}" if added else f"{args.code} exists already")
             return 0 if added else 1
+        if args.action == "remove":
+            # Every running server forgets it at once (the removal notifies them).
+            removed = await hospitals.remove(pool, args.code)
+            print(f"removed {args.code}" if removed else f"no member hospital {args.code}")
+            return 0 if removed else 1
         for h in await hospitals.every(pool):
             print(f"{h.code}\t{h.name}")
         return 0

@@ -31,3 +31,22 @@ def test_token_signs_with_the_servers_key(tmp_path: Path):
     result = _filmless("token", "--hospital", "LOCAL", "--role", "reader", data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(".") == 2
+
+
+def test_hospital_add_list_and_remove(tmp_path: Path, clean_db: str):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
+        env |= {"FILMLESS_DATA_DIR": str(tmp_path), "FILMLESS_DATABASE_URL": clean_db}
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "hospital", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert run("add", "CLINIC", "--name", "A clinic").returncode == 0
+    assert "CLINIC\tA clinic" in run("list").stdout
+    assert run("remove", "CLINIC").stdout == "removed CLINIC\n"
+    assert "CLINIC" not in run("list").stdout
+    assert run("remove", "CLINIC").returncode == 1

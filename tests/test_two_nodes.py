@@ -140,7 +140,7 @@ http {{
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
