@@ -18,15 +18,18 @@ INSERT = f"""
 WITH new AS (
     INSERT INTO application_entities (ae_title, host, port, hospital_pk, may_echo, may_store, may_find,
                                       may_move, may_get, destination, description)
-    SELECT $1, $2, $3, h.pk, $5, $6, $7, $8, $9, $10, $11 FROM hospitals h WHERE h.code = $4
+    SELECT $1, $2, $3, h.pk, $5, $6, $7, $8, $9, $10, $11
+    FROM hospitals h WHERE h.code = $4 AND h.removed_at IS NULL
     ON CONFLICT (ae_title) DO NOTHING
     RETURNING *
 )
 SELECT {_NEW_COLUMNS} FROM new JOIN hospitals h ON h.pk = new.hospital_pk"""
+# An AE of a removed hospital is unknown: it may no longer associate (PS3.8 §7.1), nor be
+# sent to. Read at every association, so no node can miss the removal.
 SELECT_BY_TITLE = f"""SELECT {_COLUMNS} FROM application_entities ae JOIN hospitals h ON h.pk = ae.hospital_pk
-WHERE ae.ae_title = $1"""
+WHERE ae.ae_title = $1 AND h.removed_at IS NULL"""
 SELECT_ALL = f"""SELECT {_COLUMNS} FROM application_entities ae JOIN hospitals h ON h.pk = ae.hospital_pk
-WHERE $1::bigint IS NULL OR ae.hospital_pk = $1 ORDER BY ae.ae_title"""
+WHERE ($1::bigint IS NULL OR ae.hospital_pk = $1) AND h.removed_at IS NULL ORDER BY ae.ae_title"""
 DELETE = "DELETE FROM application_entities WHERE ae_title = $1 RETURNING pk"
 
 

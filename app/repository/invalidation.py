@@ -94,7 +94,9 @@ class Invalidations:
                 await self._conn.close(timeout=5)
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "filmless-invalidations"})
+        conn = await asyncpg.connect(
+            self.dsn, timeout=10, server_settings={"application_name": "filmless-invalidations"}
+        )
         self._lost.clear()
         conn.add_termination_listener(lambda _: self._lost.set())
         await conn.add_listener(CHANNEL, self._received)

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from app.dicom.status import FailureReason
+from app.repository import aes
 from tests.fixtures import HOSPITAL, OTHER_HOSPITAL, ArchiveUnderTest
 from tests.samples import Sample, make_sample, multipart_body
 
@@ -153,6 +154,8 @@ async def test_broad_regional_browsing_stays_in_the_own_hospital(
 
 async def test_a_removed_hospital_is_refused_and_its_data_stays(served: ArchiveUnderTest, two_hospitals):
     ours, theirs = two_hospitals
+    ae = aes.NewApplicationEntity("OTHER_CT", "127.0.0.1", 104, OTHER_HOSPITAL, may_store=True)
+    assert await aes.add(served.archive.pool, ae) is not None
     async with served.as_user(OTHER_HOSPITAL) as other:
         # Its token was accepted (and the hospital remembered) before the removal.
         assert (await other.get("/dicom-web/studies")).status_code == 200
@@ -165,6 +168,8 @@ async def test_a_removed_hospital_is_refused_and_its_data_stays(served: ArchiveU
             await asyncio.sleep(0.01)
         assert refused.status_code == 403, refused.text
     assert (await served.client.delete(f"/api/hospitals/{OTHER_HOSPITAL}")).status_code == 404
+    # Its modalities may no longer associate.
+    assert await aes.by_title(served.archive.pool, "OTHER_CT") is None
     listed = (await served.client.get("/api/hospitals")).json()
     assert OTHER_HOSPITAL not in [h["code"] for h in listed]
     async with served.as_user(HOSPITAL, roles=["reader", "regional"]) as regional:
