@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     #: Public base URL used in RetrieveURL/BulkDataURI; unset: derived from each request.
     base_url: str | None = None
+    #: Send instances as stored when a WADO request names no transfer syntax, as PS3.18
+    #: did before 2016c and some old viewers expect; off: Explicit VR Little Endian, the
+    #: default of ``application/dicom`` (PS3.18 §8.7.3, Table 8.7.3-2).
+    retrieve_as_stored: bool = False
     #: Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For and
     #: X-Forwarded-Proto are believed. Empty: none, so no client can pose as another
     #: address (the share lockout and the audit trail go by the client's address).

@@ -27,12 +27,20 @@ class DicomChoice:
     transfer_syntaxes: list[str]
 
 
-def negotiate_dicom(accept: str | None) -> DicomChoice:
-    """``multipart/related; type="application/dicom"``. Without a ``transfer-syntax``
-    parameter the archive sends instances as stored, as PS3.18 did before 2016c and as
-    viewers expect (a lossless conversion could only grow them)."""
+def negotiate_dicom(accept: str | None, as_stored: bool = False) -> DicomChoice:
+    """``multipart/related; type="application/dicom"``. A media range without a
+    ``transfer-syntax`` parameter means Explicit VR Little Endian (PS3.18 §8.7.3, Table
+    8.7.3-2); ``as_stored`` makes it mean "as stored" (``*``), as PS3.18 did before 2016c.
+
+    >>> negotiate_dicom('multipart/related; type="application/dicom"').transfer_syntaxes
+    ['1.2.840.10008.1.2.1']
+    >>> negotiate_dicom('multipart/related; type="application/dicom"; transfer-syntax=*').transfer_syntaxes
+    ['*']
+    >>> negotiate_dicom(None, as_stored=True).transfer_syntaxes
+    ['*']
+    """
     chosen = negotiate(parse_accept(accept), _DICOM_OFFERS)
-    return DicomChoice(chosen.transfer_syntaxes(default="*"))
+    return DicomChoice(chosen.transfer_syntaxes(default="*" if as_stored else EXPLICIT_VR_LITTLE_ENDIAN))
 
 
 def negotiate_bulk(accept: str | None) -> bool:

@@ -243,7 +243,14 @@ def decode_frame(
         realigned = not syntax.is_encapsulated and description.high_bit != description.bits_stored - 1
         if realigned:
             options["correct_unused_bits"] = False
-        array, properties = decoder.as_array(source, index=0, validate=False, **options)
+        try:
+            array, properties = decoder.as_array(source, index=0, validate=False, **options)
+        except _DECODE_ERRORS:
+            repaired = _sequential_scan_repaired(data) if syntax in _SEQUENTIAL_JPEG else None
+            if repaired is None:
+                raise
+            source = encapsulate([repaired], has_bot=False)
+            array, properties = decoder.as_array(source, index=0, validate=False, **options)
     except _DECODE_ERRORS as exc:
         raise UnsupportedPixelData(
             f"cannot decode a {syntax.name} frame: {str(exc).splitlines()[0]}"
@@ -286,6 +293,56 @@ def native_frame_bytes(data: bytes | bytearray | memoryview, description: PixelD
         pixel_vr="OW" if description.bits_allocated > 8 else "OB",
     )
     return NativeFrame(encoded, native)
+
+
+#: JPEG Baseline and Extended: sequential DCT processes (ITU-T T.81 §4.11, PS3.5 §A.4.1).
+_SEQUENTIAL_JPEG = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+_SOF_SEQUENTIAL = (0xC0, 0xC1)  # baseline, extended sequential (Huffman)
+
+
+def _sequential_scan_repaired(data: bytes | bytearray | memoryview) -> bytes | None:
+    """A sequential DCT codestream whose scan headers carry the only values T.81 §B.2.3
+    allows there (Ss 0, Se 63, Ah and Al 0), or None when there is nothing to repair.
+
+    Some writers leave other values in those fields (pydicom's 12-bit ``JPEG-lossy.dcm``
+    has Se 0); the IJG decoder that DCMTK uses warns and ignores them, libjpeg refuses the
+    file. Rewriting them to the values a sequential scan means changes nothing else."""
+    out = bytearray(data)
+    position, sequential, changed = 2, False, False
+    while position + 4 <= len(out) and out[position] == 0xFF:
+        marker = out[position + 1]
+        if marker == 0xFF:  # fill byte (T.81 §B.1.1.2)
+            position += 1
+            continue
+        length = int.from_bytes(out[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            sequential = marker in _SOF_SEQUENTIAL
+        if marker == 0xDA:  # start of scan: header, then entropy-coded data
+            if not sequential or position + 5 > len(out):
+                return None
+            fields = position + 5 + 2 * out[position + 4]
+            if fields + 3 > len(out):
+                return None
+            if out[fields : fields + 3] != b"\x00\x3f\x00":
+                out[fields : fields + 3] = b"\x00\x3f\x00"
+                changed = True
+            position = _next_marker(out, position + 2 + length)
+            continue
+        position += 2 + length
+    return bytes(out) if changed else None
+
+
+def _next_marker(data: bytearray, position: int) -> int:
+    """The next marker after entropy-coded data: 0xFF not followed by a stuffed 0x00 or a
+    restart marker (T.81 §B.1.1.5)."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return len(data)
+        following = data[position + 1]
+        if following != 0x00 and not 0xD0 <= following <= 0xD7 and following != 0xFF:
+            return position
+        position += 1 if following == 0xFF else 2
 
 
 def _native_source(

@@ -21,7 +21,11 @@ router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
 _DICOM = 'multipart/related; type="application/dicom"'
 _RETRIEVE: dict[int | str, dict[str, object]] = {
-    200: {"content": {_DICOM: {}}, "description": "The instances, as stored"},
+    200: {
+        "content": {_DICOM: {}},
+        "description": "The instances, in Explicit VR Little Endian unless the client asks for "
+        "another transfer syntax, or * for as stored",
+    },
     404: {"description": "No such study, series or instance"},
     406: {"description": "No acceptable media type, or a transfer syntax the archive cannot produce"},
 }
@@ -63,7 +67,7 @@ async def _metadata(
 async def retrieve_study(
     request: Request, archive: ArchiveDep, caller: Downloader, study: StudyUID
 ) -> StreamingResponse:
-    choice = negotiate_dicom(request.headers.get("accept"))
+    choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study)
     return await _sent(archive, caller, body, get_shares(request))
 
@@ -77,7 +81,7 @@ async def retrieve_study(
 async def retrieve_series(
     request: Request, archive: ArchiveDep, caller: Downloader, study: StudyUID, series: SeriesUID
 ) -> StreamingResponse:
-    choice = negotiate_dicom(request.headers.get("accept"))
+    choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study, series)
     return await _sent(archive, caller, body, get_shares(request))
 
@@ -96,7 +100,7 @@ async def retrieve_instance(
     series: SeriesUID,
     instance: InstanceUID,
 ) -> StreamingResponse:
-    choice = negotiate_dicom(request.headers.get("accept"))
+    choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study, series, instance)
     return await _sent(archive, caller, body, get_shares(request))
 

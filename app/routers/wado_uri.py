@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.access import Right
 from app.deps import ArchiveDep, UriRetriever, get_shares
 from app.dicom.rendering import parse_uri_params
+from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import BadRequest, Forbidden, NotAcceptable
 from app.routers.responses import stream
 from app.services import audit, rendered, wado
@@ -54,10 +55,13 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
     )
     if params.get("anonymize") == "yes":
         raise NotAcceptable("anonymize=yes is not supported")
-    syntax = params.get("transferSyntax")
-    if syntax == "*":
-        syntax = None  # "whatever is stored", as viewers ask (the WADO-RS form of PS3.18 §8.7.3.5.2)
-    if syntax is not None and not _UID.match(syntax):
+    # Without the parameter: Explicit VR Little Endian (PS3.18 §9.1.2.2.4), unless the
+    # archive is set to send instances as stored. "*" is "as stored", as viewers ask (the
+    # WADO-RS form of PS3.18 §8.7.3.5.2).
+    syntax = params.get("transferSyntax") or (
+        "*" if archive.settings.retrieve_as_stored else EXPLICIT_VR_LITTLE_ENDIAN
+    )
+    if syntax != "*" and not _UID.match(syntax):
         raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
     content_type = _content_type(params.get("contentType"))
     if content_type != "application/dicom":

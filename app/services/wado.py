@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.dicom.frames import frame_ranges
@@ -14,12 +14,12 @@ from app.dicom.negotiation import DicomChoice
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
-from app.repository.retrieve import Renderable, StoredMetadata, StoredObject
+from app.repository.retrieve import StoredMetadata, StoredObject
 from app.services.audit import Trail
 from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, open_frame
-from app.services.transcode import can_transcode, transcoded
+from app.services.transcode import Conversion, conversion, prepare, refused, transcoded
 from app.state import Archive
 from app.storage.base import BlobReader
 
@@ -38,7 +38,10 @@ async def instances(
     if not objects:
         raise NotFound(_missing(study, series, instance))
     _touch(trail, objects, size=sum(o.size for o in objects))
-    plan = [(obj, await _conversion(archive, trail, choice, obj)) for obj in objects]
+    # Converting instances of one kind is tried once, on the first of them, before the
+    # response starts: what would fail fails here, as a 406 (see app.services.transcode).
+    tried: dict[Hashable, NotAcceptable | None] = {}
+    plan = [(obj, await _conversion(archive, trail, choice, obj, tried)) for obj in objects]
     # The first stored object is opened now: if it was deleted since the lookup, this is a 404.
     first = await archive.store.open(objects[0].object_key) if plan[0][1] is None else None
     boundary = multipart_boundary()
@@ -50,23 +53,41 @@ async def instances(
 
 
 async def _conversion(
-    archive: Archive, trail: Trail, choice: DicomChoice, obj: StoredObject
-) -> Renderable | None:
-    """None when ``obj`` goes as stored, or what transcoding it to Explicit VR Little Endian
-    needs, following the client's preference order; 406 when neither is acceptable."""
+    archive: Archive,
+    trail: Trail,
+    choice: DicomChoice,
+    obj: StoredObject,
+    tried: dict[Hashable, NotAcceptable | None],
+) -> Conversion | None:
+    """None when ``obj`` goes as stored, or its conversion to Explicit VR Little Endian,
+    following the client's preference order; 406 when neither is acceptable or possible."""
+    problem: NotAcceptable | None = None
     for syntax in choice.transfer_syntaxes:
         if syntax in ("*", obj.transfer_syntax_uid):
             return None
-        if syntax == EXPLICIT_VR_LITTLE_ENDIAN:
-            item = await retrieve.renderable(
-                archive.pool,
-                trail.scope,
-                obj.study_instance_uid,
-                obj.series_instance_uid,
-                obj.sop_instance_uid,
-            )
-            if item is not None and can_transcode(item):
-                return item
+        if syntax != EXPLICIT_VR_LITTLE_ENDIAN:
+            continue
+        item = await retrieve.renderable(
+            archive.pool, trail.scope, obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
+        )
+        if item is None:
+            raise NotFound(_missing(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid))
+        try:
+            conv = conversion(item)
+            if conv.kind not in tried:
+                try:
+                    await prepare(archive, conv)
+                    tried[conv.kind] = None
+                except NotAcceptable as exc:
+                    tried[conv.kind] = exc
+            failed = tried[conv.kind]
+            if failed is not None:
+                raise failed
+            return conv
+        except NotAcceptable as exc:
+            problem = refused(obj.sop_instance_uid, obj.transfer_syntax_uid, exc)
+    if problem is not None:
+        raise problem
     raise NotAcceptable(
         f"instance {obj.sop_instance_uid} is stored as {obj.transfer_syntax_uid}; "
         f"the archive cannot convert it to {', '.join(choice.transfer_syntaxes)}"
@@ -81,7 +102,7 @@ _SMALL = 1 << 20
 
 
 async def _instance_parts(
-    archive: Archive, plan: list[tuple[StoredObject, Renderable | None]], first: BlobReader | None
+    archive: Archive, plan: list[tuple[StoredObject, Conversion | None]], first: BlobReader | None
 ) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
     ahead: dict[int, asyncio.Task[BlobReader | bytes | None]] = {}
 
@@ -160,22 +181,21 @@ async def _abandon(ahead: dict[int, asyncio.Task[BlobReader | bytes | None]]) ->
 
 
 async def single_object(
-    archive: Archive, trail: Trail, study: str, series: str, instance: str, transfer_syntax: str | None
+    archive: Archive, trail: Trail, study: str, series: str, instance: str, transfer_syntax: str
 ) -> Body:
-    """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9), as stored or
-    converted to Explicit VR Little Endian when that is the ``transfer_syntax`` asked for."""
+    """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9), as stored
+    (``transfer_syntax`` ``*`` or the stored UID) or converted to Explicit VR Little Endian."""
     objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
     (obj,) = objects
     _touch(trail, objects, size=obj.size)
-    wanted = transfer_syntax or obj.transfer_syntax_uid
-    conversion = await _conversion(archive, trail, DicomChoice([wanted]), obj)
-    if conversion is not None:
-        converted = transcoded(archive, conversion)
+    conv = await _conversion(archive, trail, DicomChoice([transfer_syntax]), obj, {})
+    if conv is not None:
+        converted = transcoded(archive, conv)
         if trail.scope.deidentify_key is not None:
-            converted = deidentified(converted, trail.scope.deidentify_key, wanted)
-        return Body(f"application/dicom; transfer-syntax={wanted}", converted)
+            converted = deidentified(converted, trail.scope.deidentify_key, EXPLICIT_VR_LITTLE_ENDIAN)
+        return Body(f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}", converted)
     reader = await archive.store.open(obj.object_key)
     media_type = f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}"
     key = trail.scope.deidentify_key
