@@ -228,7 +228,8 @@ async def test_a_different_instance_under_a_stored_uid_is_refused(served: Archiv
     (failed,) = response.json()["00081198"]["Value"]
     assert failed["00081197"]["Value"] == [FailureReason.DUPLICATE_SOP_INSTANCE]
     retrieved = await served.client.get(
-        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}"
+        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
     )
     assert sample.data in retrieved.content  # the first one is kept, unchanged
 
@@ -264,7 +265,8 @@ async def test_a_single_application_dicom_body(served: ArchiveUnderTest):
     assert response.status_code == 200, response.text
     assert response.json()["00081199"]["Value"][0]["00081155"]["Value"] == [sample.instance]
     retrieved = await served.client.get(
-        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}"
+        f"/dicom-web/studies/{sample.study}/series/{sample.series}/instances/{sample.instance}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
     )
     assert sample.data in retrieved.content
     garbage = await served.client.post(

@@ -209,3 +209,16 @@ async def test_the_as_stored_setting_restores_the_old_default(served: ArchiveUnd
     named = DICOM + f"; transfer-syntax={ExplicitVRLittleEndian}"
     _, converted = _one_part(await served.client.get(_url(sample), headers={"Accept": named}))
     assert pydicom.dcmread(io.BytesIO(converted)).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+
+
+async def test_an_object_without_pixel_data_is_converted_whole(served: ArchiveUnderTest):
+    path = get_testdata_file("rtplan.dcm")  # Implicit VR Little Endian, no Pixel Data
+    assert path is not None
+    sample = _from_file(str(path))
+    await _store(served.client, [sample])
+    _, payload = _one_part(await served.client.get(_url(sample), headers={"Accept": DICOM}))
+    got, original = pydicom.dcmread(io.BytesIO(payload)), sample.dataset
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and not got.is_implicit_VR
+    assert got.SOPInstanceUID == sample.instance
+    assert got.BeamSequence[0].BeamName == original.BeamSequence[0].BeamName
+    assert len(got.BeamSequence) == len(original.BeamSequence)

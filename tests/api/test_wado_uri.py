@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pydicom
 import pytest
 from PIL import Image
 
@@ -35,15 +36,22 @@ def _params(s, **extra):
 async def test_retrieve_as_application_dicom(served: ArchiveUnderTest):
     sample = await _stored(served, "jpeg")
     for extra in (
-        {"contentType": "application/dicom"},
         {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.50"},
         {"contentType": "application/dicom", "transferSyntax": "*"},
-        {"contentType": "image/avif, application/dicom"},
+        {"contentType": "image/avif, application/dicom", "transferSyntax": "*"},
     ):
         response = await served.client.get("/wado", params=_params(sample, **extra))
         assert response.status_code == 200, extra
         assert response.content == sample.data
         assert response.headers["content-type"].startswith("application/dicom")
+    # Without transferSyntax: Explicit VR Little Endian (PS3.18 §9.1.2.2.4).
+    for extra in ({"contentType": "application/dicom"}, {"contentType": "image/avif, application/dicom"}):
+        response = await served.client.get("/wado", params=_params(sample, **extra))
+        assert response.status_code == 200, extra
+        assert response.headers["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+        converted = pydicom.dcmread(io.BytesIO(response.content))
+        assert converted.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert converted.SOPInstanceUID == sample.instance
 
 
 @pytest.mark.parametrize(

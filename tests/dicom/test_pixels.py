@@ -355,3 +355,24 @@ def test_a_palette_needs_its_bulk_lut_data() -> None:
     assert uris == ["bulk/00281201", "bulk/00281202", "bulk/00281203"]
     with pytest.raises(UnsupportedPixelData, match="Palette Color"):
         Presentation.from_json(metadata, transfer_syntax_uid=ExplicitVRLittleEndian)
+
+
+def _first_fragment(name: str) -> bytes:
+    path = get_testdata_file(name)
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    return next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1))))
+
+
+def test_only_invalid_sequential_scan_headers_are_repaired():
+    from app.dicom.pixels import _sequential_scan_repaired
+
+    # pydicom's 12-bit JPEG Extended file has Se 0 in its scan header: set to 63, nothing else.
+    broken = _first_fragment("JPEG-lossy.dcm")
+    repaired = _sequential_scan_repaired(broken)
+    assert repaired is not None and len(repaired) == len(broken)
+    assert sum(a != b for a, b in zip(repaired, broken, strict=True)) == 1
+    assert _sequential_scan_repaired(repaired) is None
+    # A valid baseline stream and a lossless one (whose Ss is a predictor) are left alone.
+    assert _sequential_scan_repaired(_first_fragment("SC_rgb_jpeg_dcmtk.dcm")) is None
+    assert _sequential_scan_repaired(_first_fragment("JPEG-LL.dcm")) is None
