@@ -55,5 +55,8 @@ def stream(body: Body) -> StreamingResponse:
     headers = {"Content-Length": str(body.length)} if body.length is not None else {}
     if body.content_range is not None:
         headers["Content-Range"] = body.content_range
-    status = 206 if body.content_range is not None else 200
-    return StreamingResponse(body.chunks, status_code=status, media_type=body.media_type, headers=headers)
+    if body.warning is not None:
+        headers["Warning"] = body.warning
+    return StreamingResponse(
+        body.chunks, status_code=body.status, media_type=body.media_type, headers=headers
+    )

@@ -26,6 +26,11 @@ _RETRIEVE: dict[int | str, dict[str, object]] = {
         "description": "The instances, in Explicit VR Little Endian unless the client asks for "
         "another transfer syntax, or * for as stored",
     },
+    206: {
+        "content": {_DICOM: {}},
+        "description": "Some instances left out: they cannot be converted to the transfer syntax "
+        "asked for (the Warning header names them)",
+    },
     404: {"description": "No such study, series or instance"},
     406: {"description": "No acceptable media type, or a transfer syntax the archive cannot produce"},
 }
@@ -208,7 +213,7 @@ async def _sent(
     share (``shares`` given) are a download: one of its uses."""
     if shares is not None and caller.principal.share_id is not None:
         await shares.take_use(caller.principal.share_id)
-    await audit.commit(archive, caller.trail, 206 if body.content_range else 200)
+    await audit.commit(archive, caller.trail, body.status)
     response = stream(body)
     # What is stored under a UID never changes (a different object under it is refused),
     # so viewers may keep it; "private": it is patient data, for no shared cache.

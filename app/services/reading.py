@@ -20,6 +20,12 @@ class Body:
     length: int | None = None
     #: ``Content-Range`` of a partial (206) response.
     content_range: str | None = None
+    #: Why some of what was asked for is left out (a 206 with this ``Warning``, PS3.18 §8.5).
+    warning: str | None = None
+
+    @property
+    def status(self) -> int:
+        return 206 if self.content_range is not None or self.warning is not None else 200
 
 
 async def drain(reader: BlobReader) -> AsyncIterator[bytes]:

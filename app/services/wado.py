@@ -41,15 +41,37 @@ async def instances(
     # Converting instances of one kind is tried once, on the first of them, before the
     # response starts: what would fail fails here, as a 406 (see app.services.transcode).
     tried: dict[Hashable, NotAcceptable | None] = {}
-    plan = [(obj, await _conversion(archive, trail, choice, obj, tried)) for obj in objects]
+    plan: list[tuple[StoredObject, Conversion | None]] = []
+    left_out: list[StoredObject] = []
+    problem: NotAcceptable | None = None
+    for obj in objects:
+        try:
+            plan.append((obj, await _conversion(archive, trail, choice, obj, tried)))
+        except NotAcceptable as exc:
+            left_out.append(obj)
+            problem = exc
+    if problem is not None and not plan:
+        raise problem
     # The first stored object is opened now: if it was deleted since the lookup, this is a 404.
-    first = await archive.store.open(objects[0].object_key) if plan[0][1] is None else None
+    first = await archive.store.open(plan[0][0].object_key) if plan[0][1] is None else None
     boundary = multipart_boundary()
     parts = _instance_parts(archive, plan, first)
     if trail.scope.deidentify_key is not None:
         parts = _deidentified_parts(parts, trail.scope.deidentify_key, plan)
     body = stream_multipart(parts, boundary)
-    return Body(related_content_type(boundary, "application/dicom"), body)
+    return Body(related_content_type(boundary, "application/dicom"), body, warning=_warning(left_out))
+
+
+def _warning(left_out: list[StoredObject]) -> str | None:
+    """A Warning (RFC 9111 §5.5, code 299) for instances left out of a retrieve because
+    they cannot be converted: the response is then a 206 (PS3.18 §8.5) that names them."""
+    if not left_out:
+        return None
+    named = " ".join(o.sop_instance_uid for o in left_out[:20]) + (" ..." if len(left_out) > 20 else "")
+    return (
+        f'299 filmless "{len(left_out)} instance(s) left out, they cannot be converted to the '
+        f'transfer syntax asked for (ask for transfer-syntax=* to get them as stored): {named}"'
+    )
 
 
 async def _conversion(
@@ -136,7 +158,7 @@ async def _instance_parts(
 async def _deidentified_parts(
     parts: AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]],
     key: bytes,
-    plan: list[tuple[StoredObject, Renderable | None]],
+    plan: list[tuple[StoredObject, Conversion | None]],
 ) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
     """A de-identifying share's copies: each part rewritten, under its replacement UIDs;
     the length is no longer known beforehand."""
