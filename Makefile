@@ -33,8 +33,8 @@ test-fast: $(VENV)/.test
 	$(BIN)/pytest -m "not slow"
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench harness
+	$(BIN)/ruff format --check app tests bench harness
 	$(BIN)/mypy app
 
 ## Regenerate openapi/openapi.json from the application.

@@ -16,11 +16,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.dimse.listener import listen
-from app.embedded import open_embedded_postgres
 from app.errors import FilmlessError, StorageUnavailable
-from app.lru import LruBytes
+from app.http.errors import install_error_handlers
+from app.http.middleware import CatchUnexpected, RequestLog
+from app.http.share_gateway import ShareGateway
 from app.repository import hospitals
 from app.repository.database import create_pool
+from app.repository.embedded import open_embedded_postgres
 from app.repository.invalidation import Invalidations
 from app.repository.migrations import migrate
 from app.routers import (
@@ -43,15 +45,14 @@ from app.routers import (
 from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.security.share_secrets import Hasher
+from app.services.archive import Archive
 from app.services.budget import MemoryBudget
 from app.services.jobs import Jobs
+from app.services.lru import LruBytes
 from app.services.shares import Shares
 from app.services.sweep import sweep_forever
 from app.settings import Settings
-from app.share_gateway import ShareGateway
-from app.state import Archive
 from app.storage.factory import open_store
-from app.web import CatchUnexpected, RequestLog, install_error_handlers
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.dimse import CALLING_AE
-from tests.services import PostgresCluster, S3Server, start_postgres, start_seaweedfs
+from harness.servers import PostgresCluster, S3Server, start_postgres, start_seaweedfs
 
 READY_TIMEOUT = 60.0
 

@@ -24,8 +24,8 @@ from app.main import create_app
 from app.repository import hospitals
 from app.repository.migrations import migrate
 from app.security.authenticator import issue_local_token
-from app.state import Archive
-from tests.services import S3Server, settings_for
+from app.services.archive import Archive
+from harness.servers import S3Server, settings_for
 
 # The audit trail is append-only (a trigger refuses TRUNCATE): tests filter it instead.
 TABLES = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli import render_openapi
+from app.cli.main import render_openapi
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 

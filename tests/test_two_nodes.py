@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from app.repository.migrations import load
+from harness.servers import S3Server, settings_for
 from tests.fixtures import token
 from tests.samples import make_sample, multipart_body
-from tests.services import S3Server, settings_for
 
 NGINX = Path("/usr/sbin/nginx")
 pytestmark = pytest.mark.skipif(not NGINX.exists(), reason="Debian's nginx is not installed")

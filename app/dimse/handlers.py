@@ -40,9 +40,9 @@ from app.errors import StorageUnavailable
 from app.repository import aes
 from app.repository.retrieve import StoredObject
 from app.services import audit, commitment, dimse, query_retrieve
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.dimse import Peer, Service
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -39,8 +39,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from app.dimse.handlers import Bridge, Handlers
+from app.services.archive import Archive
 from app.settings import Settings
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 

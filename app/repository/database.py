@@ -10,8 +10,8 @@ from typing import TypeAlias
 
 import asyncpg
 
-from app import metrics
 from app.errors import BadRequest, StorageUnavailable
+from app.observability import metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import asyncpg
 from app.repository import audit
 from app.repository.audit import AuditEvent
 from app.repository.database import Pool, transaction
-from app.scope import Scope
+from app.security.scope import Scope
 
 # Deletion never crosses hospitals, regional rights or not: $2 is the caller's hospital.
 SELECT_STUDY = "SELECT pk, patient_pk FROM studies WHERE study_instance_uid = $1 AND hospital_pk = $2"

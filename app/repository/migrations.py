@@ -1,4 +1,4 @@
-"""Apply ``migrations/NNNN_name.sql`` files in order, once each.
+"""Apply ``app/migrations/NNNN_name.sql`` files in order, once each.
 
 Each applied file is recorded with its SHA-256; a recorded file whose text has since
 changed is refused, because the schema it describes no longer matches the database.
@@ -11,13 +11,16 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: Package data of ``app`` (pyproject's package-data), so an installed wheel carries them;
+#: a wheel is installed unpacked, so the resource is a real directory.
+MIGRATIONS_DIR = Path(str(resources.files("app") / "migrations"))
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # An arbitrary constant naming the "migrations" advisory lock.
 _LOCK_ID = 0x46494C4D

@@ -12,7 +12,7 @@ from app.dicom.levels import Level
 from app.dicom.names import fold
 from app.dicom.query import Condition, Match, QidoQuery, is_patient_specific, time_key
 from app.repository.database import Pool, connection
-from app.scope import Scope
+from app.security.scope import Scope
 
 # DICOM tag -> column, for every indexed attribute. TM attributes match on their key column.
 COLUMNS: dict[str, str] = {

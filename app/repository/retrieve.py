@@ -11,7 +11,7 @@ import asyncpg
 
 from app.dicom.frames import PixelInfo
 from app.repository.database import Pool, connection
-from app.scope import Scope
+from app.security.scope import Scope
 
 # $1-$3: the UIDs of the resource; $4/$5: the caller's scope (Scope.filters). Retrieval by
 # UID is one of the accesses a regional caller may make across member hospitals.

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import Administrator, ArchiveDep, Auditor
 from app.dicom.query import MAX_OFFSET
+from app.http.deps import Administrator, ArchiveDep, Auditor
 from app.repository import aes
 from app.repository.audit import AuditFilter
 from app.services import admin, audit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.deps import ArchiveDep, Deleter
+from app.http.deps import ArchiveDep, Deleter
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import delete
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.deps import ArchiveDep
 from app.errors import StorageUnavailable
+from app.http.deps import ArchiveDep
 from app.repository.database import ping
 
 router = APIRouter(tags=["health"])

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ArchiveDep, Importer, JobsDep
 from app.dicom.reconciliation import Coercion
+from app.http.deps import ArchiveDep, Importer, JobsDep
 from app.services import audit, import_jobs
 
 router = APIRouter(prefix="/api/imports", tags=["Import"])

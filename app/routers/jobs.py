@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.deps import ArchiveDep, JobReader
+from app.http.deps import ArchiveDep, JobReader
 from app.services import audit, jobs
 
 router = APIRouter(prefix="/api/jobs", tags=["Jobs"])

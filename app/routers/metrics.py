@@ -7,9 +7,9 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
-from app import metrics
-from app.deps import ArchiveDep
 from app.errors import NotFound
+from app.http.deps import ArchiveDep
+from app.observability import metrics
 
 router = APIRouter(tags=["health"])
 

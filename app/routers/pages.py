@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import segno
 from fastapi import APIRouter
@@ -13,10 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from app.repository import shares as repository
-from app.state import Archive
-
-if TYPE_CHECKING:
-    from app.routers.shares_api import ShareCreated
+from app.services.archive import Archive
 
 router = APIRouter(include_in_schema=False)
 
@@ -65,7 +62,18 @@ async def summaries(archive: Archive, uids: list[str]) -> list[dict[str, Any]]:
     return found
 
 
-async def print_page(archive: Archive, created: ShareCreated, status: int = 200) -> HTMLResponse:
+class PrintedShare(Protocol):
+    """What the access page prints of a new share (the share API's answer to its creation):
+    declared here so the pages do not import the API that renders them."""
+
+    @property
+    def studies(self) -> list[str]: ...
+
+    @property
+    def page_url(self) -> str: ...
+
+
+async def print_page(archive: Archive, created: PrintedShare, status: int = 200) -> HTMLResponse:
     """What the film library prints or faxes instead of burning a CD."""
     studies = await summaries(archive, created.studies)
     names = sorted({person_name(s["patient_name"]) for s in studies})

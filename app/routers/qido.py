@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import ArchiveDep, Caller, RootDep, Searcher
 from app.dicom.levels import Level
 from app.dicom.negotiation import DICOM_JSON, negotiate_json
+from app.http.deps import ArchiveDep, Caller, RootDep, Searcher
 from app.routers.responses import json_response
 from app.routers.uids import SeriesUID, StudyUID
 from app.services import audit, qido

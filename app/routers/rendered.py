@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.deps import ArchiveDep, Caller, Retriever
 from app.dicom.negotiation import RenderedChoice, negotiate_rendered
 from app.dicom.rendering import RenderOptions, parse_rendered_params
+from app.http.deps import ArchiveDep, Caller, Retriever
 from app.routers.responses import IMMUTABLE, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import audit, frames, rendered

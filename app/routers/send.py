@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.deps import ArchiveDep, JobsDep, Sender
+from app.http.deps import ArchiveDep, JobsDep, Sender
 from app.routers.uids import StudyUID
 from app.services import audit, send
 

@@ -13,18 +13,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from app.access import Right
-from app.deps import ArchiveDep, BaseDep, SharesDep
 from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
+from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.repository import retrieve
 from app.routers.pages import page, print_page, summaries
 from app.routers.shares_api import created_out
+from app.security.principal import Right
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.download import zip_stream
 from app.services.shares import Access, ShareRequest, narrower, now, principal_for
-from app.state import Archive
 
 router = APIRouter(tags=["Share access"])
 

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import ArchiveDep, BaseDep, Sharer, SharesDep
 from app.dicom.query import MAX_OFFSET
 from app.errors import NotFound
+from app.http.deps import ArchiveDep, BaseDep, Sharer, SharesDep
 from app.repository import shares as repository
 from app.repository.shares import ShareFilter, ShareRow
 from app.routers.pages import print_page

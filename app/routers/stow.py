@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ArchiveDep, Caller, RootDep, Uploader
 from app.dicom.negotiation import DICOM_JSON, negotiate_json
+from app.http.deps import ArchiveDep, Caller, RootDep, Uploader
 from app.routers.uids import StudyUID
 from app.services import audit, stow
 

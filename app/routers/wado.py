@@ -8,9 +8,9 @@ import re
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep, get_shares
 from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
+from app.http.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep, get_shares
 from app.routers.responses import IMMUTABLE, json_response, stream
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import audit, frames, wado

@@ -8,12 +8,12 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.access import Right
-from app.deps import ArchiveDep, UriRetriever, get_shares
 from app.dicom.rendering import parse_uri_params
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import BadRequest, Forbidden, NotAcceptable
+from app.http.deps import ArchiveDep, UriRetriever, get_shares
 from app.routers.responses import stream
+from app.security.principal import Right
 from app.services import audit, rendered, wado
 
 router = APIRouter(tags=["WADO-URI"])

@@ -1,1 +1,2 @@
-"""Authentication: bearer JWT verification, key sources, and the local token issuer."""
+"""Security policy: the caller (principal, roles, rights), the scope every query carries,
+bearer JWT verification, key sources, the local token issuer and share secrets."""

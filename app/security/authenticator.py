@@ -1,4 +1,4 @@
-"""From a bearer token to a :class:`~app.access.Principal`: verify the JWT against the
+"""From a bearer token to a :class:`~app.security.principal.Principal`: verify the JWT against the
 configured keys, map its claims to roles, and resolve the caller's member hospital."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import hashlib
 import time
 from typing import Any
 
-from app.access import Principal, Role
 from app.errors import Forbidden, Unauthorized
 from app.repository import hospitals
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
 from app.security import jwt
 from app.security.keys import LOCAL_ALGORITHM, LOCAL_KID, KeySource, LocalIssuer
+from app.security.principal import Principal, Role
 from app.settings import Settings
 
 #: Seconds a hospital code -> key lookup is remembered. A hospital removed on any node is

@@ -13,7 +13,7 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
 from app.repository.audit import AuditEvent, AuditFilter
-from app.state import Archive
+from app.services.archive import Archive
 
 
 async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hospital:

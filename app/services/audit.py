@@ -16,14 +16,14 @@ from enum import Enum
 
 from fastapi import Request
 
-from app import metrics
-from app.access import Principal
 from app.dicom.audit_message import audit_message
+from app.observability import metrics
 from app.repository import audit as repository
 from app.repository.audit import AuditEvent
 from app.repository.retrieve import Owner
-from app.scope import Scope
-from app.state import Archive
+from app.security.principal import Principal
+from app.security.scope import Scope
+from app.services.archive import Archive
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from app.dicom.levels import Level
 from app.services import qido
+from app.services.archive import Archive
 from app.services.audit import Trail
-from app.state import Archive
 
 #: PS3.4 J.3.2.1.1 Failure Reason (0008,1197) values.
 NO_SUCH_OBJECT_INSTANCE = 0x0112

@@ -10,8 +10,8 @@ import logging
 from app.errors import NotFound, StorageUnavailable
 from app.repository import deletion
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 

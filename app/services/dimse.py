@@ -13,15 +13,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.access import Principal
 from app.dicom.status import FailureReason
 from app.dimse.status import Status, audit_outcome, store_status
 from app.errors import StorageUnavailable
 from app.repository import aes, hospitals
 from app.repository.aes import ApplicationEntity
+from app.security.principal import Principal
 from app.services import audit, stow
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 

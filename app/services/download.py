@@ -22,9 +22,9 @@ from pydicom.fileset import FileSet
 from app.dicom.deidentification import deidentify, fill_for_directory, remap_uid
 from app.errors import ObjectNotFound
 from app.repository.retrieve import Exported
+from app.services.archive import Archive
 from app.services.deidentified import deidentified
 from app.services.reading import drain
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 

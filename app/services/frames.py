@@ -16,10 +16,10 @@ from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
 from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import StoredBulk
+from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.budget import decoding_memory
 from app.services.reading import Body, open_frame, read_frame
-from app.state import Archive
 
 #: More frames than this in one request is refused rather than streamed.
 MAX_FRAMES_PER_REQUEST = 10_000

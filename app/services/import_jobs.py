@@ -20,10 +20,10 @@ from app.errors import PayloadTooLarge, UnsupportedMediaType
 from app.repository import audit as audit_repository
 from app.repository.jobs import NewJob, Progress
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.imports import ImportReport, Listener, MemberOutcome, Status, Tally, import_paths
 from app.services.jobs import Jobs, Reporter
-from app.state import Archive
 
 #: What the upload is called in the job's outcomes (never the spool file's path).
 UPLOAD_LABEL = "upload.zip"

@@ -42,9 +42,9 @@ from app.errors import StorageUnavailable
 from app.repository import audit as audit_repository
 from app.repository import instances
 from app.services import audit, stow
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.volumes import Volume, VolumeError, open_volume
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,8 +18,8 @@ from typing import Any
 from app.errors import FilmlessError, NotFound
 from app.repository import jobs as repository
 from app.repository.jobs import NewJob, Progress
+from app.services.archive import Archive
 from app.services.audit import Trail
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 

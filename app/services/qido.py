@@ -16,8 +16,8 @@ from app.dicom.modules import belongs_to
 from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
 from app.repository.qido import TAGS_BY_LEVEL, columns_at
-from app.scope import Scope
-from app.state import Archive
+from app.security.scope import Scope
+from app.services.archive import Archive
 
 #: Private attributes naming the owning hospital (PS3.5 §7.8.1: block 10 of group 0009).
 OWNER_CREATOR = "FILMLESS"

@@ -21,8 +21,8 @@ from app.errors import BadRequest, ObjectNotFound
 from app.repository import retrieve
 from app.repository.retrieve import StoredObject
 from app.services import qido
+from app.services.archive import Archive
 from app.services.audit import Trail
-from app.state import Archive
 
 
 async def find_page(

@@ -20,9 +20,9 @@ from app.dicom.rendering import RenderOptions, output_size, render, working_memo
 from app.errors import NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import Renderable
+from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.reading import Body, drain, read_frame
-from app.state import Archive
 
 
 async def _renderable(archive: Archive, trail: Trail, study: str, series: str, instance: str) -> Renderable:

@@ -42,10 +42,10 @@ from app.repository import audit as audit_repository
 from app.repository.jobs import NewJob, Progress
 from app.repository.retrieve import StoredObject
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.jobs import Jobs, Reporter
 from app.services.reading import drain
-from app.state import Archive
 
 log = logging.getLogger(__name__)
 # pynetdicom narrates every association at INFO; its warnings and errors are enough.

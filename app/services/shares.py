@@ -14,13 +14,13 @@ import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from app.access import Principal, Right
 from app.dicom.deidentification import Pseudonyms
 from app.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from app.repository import audit as audit_repository
 from app.repository import shares as repository
 from app.repository.audit import AuditEvent, AuditFilter
 from app.repository.shares import NewShare, ShareRow
+from app.security.principal import Principal, Right
 from app.security.share_secrets import (
     Hasher,
     new_access_code,
@@ -29,7 +29,7 @@ from app.security.share_secrets import (
     normalize_answer,
     normalize_code,
 )
-from app.state import Archive
+from app.services.archive import Archive
 
 PERMISSIONS = ("view", "download", "reshare")
 #: Replacement UIDs of de-identifying shares kept in memory, at most (about 200 bytes each).

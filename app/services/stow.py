@@ -16,7 +16,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app import metrics
 from app.dicom.elements import JsonDataset, element, sequence
 from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
 from app.dicom.indexing import index_record
@@ -24,12 +23,13 @@ from app.dicom.media import MediaType, MediaTypes, parse_content_type
 from app.dicom.multipart import SpooledPart, as_single_part, spool_parts
 from app.dicom.status import FailureReason
 from app.errors import Forbidden, StorageUnavailable, UnsupportedMediaType
+from app.observability import metrics
 from app.repository import instances as repository
 from app.repository.audit import AuditEvent
 from app.repository.instances import ObjectFacts, Outcome, Pending
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
-from app.state import Archive
 from app.storage.base import CHUNK_SIZE, new_key
 
 log = logging.getLogger(__name__)

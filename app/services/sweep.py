@@ -6,11 +6,11 @@ import asyncio
 import logging
 import time
 
-from app import metrics
+from app.observability import metrics
 from app.repository import instances, shares
 from app.repository.database import try_lock
+from app.services.archive import Archive
 from app.services.delete import collect_garbage
-from app.state import Archive
 from app.storage.filesystem import remove_stale_files
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
 from app.repository.retrieve import StoredMetadata, StoredObject
+from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, open_frame
 from app.services.transcode import Conversion, conversion, prepare, refused, transcoded
-from app.state import Archive
 from app.storage.base import BlobReader
 
 

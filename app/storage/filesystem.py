@@ -19,8 +19,8 @@ from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal, ParamSpec, TypeVar
 
-from app import metrics
 from app.errors import ObjectNotFound, RangeNotSatisfiable, StorageUnavailable
+from app.observability import metrics
 from app.storage.base import CHUNK_SIZE
 
 __all__ = ["KEY_PATTERN", "FilesystemReader", "FilesystemStore"]

@@ -21,8 +21,8 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
-from app import metrics
 from app.errors import ObjectNotFound, RangeNotSatisfiable, StorageUnavailable
+from app.observability import metrics
 from app.settings import Settings
 from app.storage.base import CHUNK_SIZE
 

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from tests.services import settings_for
+from harness.servers import settings_for
 
 STORESCP = shutil.which("storescp")
 needs_storescp = pytest.mark.skipif(STORESCP is None, reason="dcmtk's storescp is not installed")

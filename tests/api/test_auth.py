@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.security.jwt import public_jwk, sign
 from app.settings import Settings
+from harness.servers import settings_for
 from tests.fixtures import HOSPITAL, ArchiveUnderTest, _open
-from tests.services import settings_for
 
 ISSUER, AUDIENCE = "https://idp.example.test", "filmless"
 

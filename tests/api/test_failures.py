@@ -18,9 +18,9 @@ from app.services.stow import read_file
 from app.services.sweep import SWEEP_LOCK_ID, sweep_once
 from app.settings import Settings
 from app.storage.base import new_key
+from harness.servers import S3Server, s3_client_for
 from tests.fixtures import HOSPITAL, ArchiveUnderTest
 from tests.samples import make_sample, multipart_body
-from tests.services import S3Server, s3_client_for
 
 
 async def _rows(served: ArchiveUnderTest, sql: str) -> int:

@@ -17,9 +17,9 @@ import pytest
 
 from app.dicom.rendering import MAX_VIEWPORT_SIDE
 from app.services.sweep import sweep_local
+from harness.servers import s3_client_for
 from tests.fixtures import ArchiveUnderTest, LiveServer
 from tests.samples import Sample, make_sample, multipart_body
-from tests.services import s3_client_for
 
 FILESYSTEM = pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
 

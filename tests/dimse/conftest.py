@@ -23,8 +23,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from harness.servers import settings_for
 from tests.fixtures import TABLES, _free_port, _wait_ready, token
-from tests.services import settings_for
 
 AE_TITLE = "FILMLESS"
 #: Known AEs the tests use: (title, hospital, services, destination).

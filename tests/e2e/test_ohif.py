@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.servers import settings_for
 from tests.e2e.conftest import Tools
 from tests.e2e.viewer_server import ViewerServer
 from tests.fixtures import LiveServer, token
 from tests.samples import make_sample, multipart_body
-from tests.services import settings_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from app.access import Principal, Role
 from app.repository import hospitals
+from app.security.principal import Principal, Role
 from app.services.audit import Trail, Transaction
 from app.services.imports import ImportReport, Status, Tally, import_paths
 from tests.fixtures import HOSPITAL, ArchiveUnderTest

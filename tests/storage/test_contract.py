@@ -22,7 +22,7 @@ from app.storage.base import CHUNK_SIZE, BlobReader, BlobStore, new_key
 from app.storage.factory import open_store
 from app.storage.filesystem import FilesystemStore
 from app.storage.s3 import S3Store
-from tests.services import S3Server, settings_for
+from harness.servers import S3Server, settings_for
 
 MiB = 1 << 20
 

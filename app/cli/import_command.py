@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TextIO
 
 from app import __version__
-from app.access import Principal, Role
 from app.dicom.reconciliation import Coercion
 from app.repository import hospitals
+from app.security.principal import Principal, Role
 from app.services import audit
 from app.services.audit import Trail, Transaction
 from app.services.imports import ImportReport, MemberOutcome, Status, Tally, import_paths

@@ -9,14 +9,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.access import Principal, Right, authenticate, requires
 from app.errors import Forbidden
+from app.http.auth import authenticate, requires
+from app.http.share_gateway import PREFIX_KEY
+from app.security.principal import Principal, Right
 from app.services import audit
+from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.jobs import Jobs
 from app.services.shares import Shares
-from app.share_gateway import PREFIX_KEY
-from app.state import Archive
 
 
 def public_base(request: Request) -> str:
@@ -60,7 +61,7 @@ def dicomweb_root(request: Request) -> str:
     """The absolute URL of the DICOMweb root, for RetrieveURL and BulkDataURI values."""
     archive = get_archive(request)
     base = archive.settings.base_url or _request_base(request)
-    # Under a share's root (app.share_gateway), URLs point back under that root.
+    # Under a share's root (app.http.share_gateway), URLs point back under that root.
     return base.rstrip("/") + str(request.scope.get(PREFIX_KEY, "")) + "/dicom-web"
 
 

@@ -1,15 +1,15 @@
 """What the application holds for its lifetime, built by the lifespan and read by the
-dependencies in :mod:`app.deps`."""
+dependencies in :mod:`app.http.deps`."""
 
 from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from app.lru import LruBytes
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
 from app.services.budget import MemoryBudget
+from app.services.lru import LruBytes
 from app.settings import Settings
 from app.storage.base import BlobStore
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app import import_command
+from app.cli import import_command
 from app.settings import Settings
 
 
@@ -117,7 +117,10 @@ def _log_config(settings: Settings) -> dict[str, Any]:
     """The whole process's logging: the archive's, uvicorn's and the embedded PostgreSQL's
     lines in one form (JSON by default) at ``FILMLESS_LOG_LEVEL``. Worker processes are
     spawned afresh and configure logging from this alone."""
-    formatter = {"json": "app.logs.JsonFormatter", "text": "app.logs.TextFormatter"}[settings.log_format]
+    formatter = {
+        "json": "app.observability.logs.JsonFormatter",
+        "text": "app.observability.logs.TextFormatter",
+    }[settings.log_format]
     quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     return {
         "version": 1,
@@ -134,7 +137,7 @@ def _log_config(settings: Settings) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
-            # The archive writes its own access line (app.web.RequestLog), without queries.
+            # The archive writes its own access line (app.http.middleware.RequestLog), without queries.
             "uvicorn.access": {"handlers": [], "propagate": False},
             # The embedded server's start-up chatter, and pydicom's remarks on each odd
             # value a modality sends, are for debugging.
@@ -155,8 +158,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 async def _database(settings: Settings) -> Any:
-    from app.embedded import start_embedded_postgres
     from app.repository.database import create_pool
+    from app.repository.embedded import start_embedded_postgres
     from app.repository.migrations import migrate
 
     if settings.database_url is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import share_deidentify
+from app.http import share_deidentify
 
 #: Scope key holding the share's root prefix (``/share/{secret}``) for response URLs.
 PREFIX_KEY = "filmless.share_prefix"
@@ -37,7 +37,7 @@ class ShareGateway:
                 await _not_found(send)
                 return
             scope = rewritten
-            # A de-identifying share's request and answer (app.share_deidentify).
+            # A de-identifying share's request and answer (app.http.share_deidentify).
             routed = await share_deidentify.route(scope, send, scope[PREFIX_KEY].removeprefix("/share/"))
             if routed is None:
                 return

@@ -1,0 +1,1 @@
+"""The ``filmless`` command line (:func:`app.cli.main.main`)."""
