@@ -2,7 +2,7 @@
 server, as context managers (:func:`start_postgres`, :func:`start_seaweedfs`), and app
 settings pointing at them.
 
-The test suite's fixtures (``tests/services.py``) and the benchmark (``bench/``) both run
+The test suite's fixtures (``tests/servers.py``) and the benchmark (``bench/``) both run
 the archive on these, so neither imports the other.
 """
 

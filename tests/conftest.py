@@ -4,4 +4,4 @@ import pydicom.config
 # with a leading zero); the archive reads them without warnings, and so do the tests.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
-pytest_plugins = ["tests.services", "tests.fixtures"]
+pytest_plugins = ["tests.servers", "tests.fixtures"]

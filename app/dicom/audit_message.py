@@ -4,9 +4,40 @@ elements, for a hospital's ATNA audit record repository."""
 from __future__ import annotations
 
 import base64
-from typing import Any
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from app.repository.audit import AuditEvent
+
+class AuditedAccess(Protocol):
+    """What a message is made of: one access to patient data, as the audit trail records it
+    (:class:`app.repository.audit.AuditEvent`), declared here so this module stays pure."""
+
+    @property
+    def transaction(self) -> str: ...
+    @property
+    def outcome(self) -> int: ...
+    @property
+    def detail(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def hospital(self) -> str | None: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def share_id(self) -> str | None: ...
+    @property
+    def client_address(self) -> str | None: ...
+    @property
+    def query(self) -> str | None: ...
+    @property
+    def study_uids(self) -> Sequence[str]: ...
+    @property
+    def patient_ids(self) -> Sequence[str]: ...
+    @property
+    def at(self) -> dt.datetime | None: ...
+
 
 # (EventID code, meaning, EventActionCode) per transaction: PS3.15 A.5.3 and its codes in
 # PS3.16 (DCM coding scheme).
@@ -40,7 +71,7 @@ def _outcome(status: int) -> int:
     return 0 if status < 400 else 4 if status < 500 else 8
 
 
-def audit_message(event: AuditEvent, source_id: str) -> dict[str, Any]:
+def audit_message(event: AuditedAccess, source_id: str) -> dict[str, Any]:
     code, meaning, action = _EVENTS.get(event.transaction, ("110100", "Application Activity", "E"))
     requestor: dict[str, Any] = {
         "UserID": event.subject or "anonymous",

@@ -1,7 +1,7 @@
 """The real backing services as pytest fixtures: a throwaway PostgreSQL and a SeaweedFS S3
 server (from :mod:`harness.servers`).
 
-A pytest plugin (``pytest_plugins = ["tests.services"]``). Each server starts once per
+A pytest plugin (``pytest_plugins = ["tests.servers"]``). Each server starts once per
 session, only if a test asks for it, and can be replaced by an existing one:
 
 - ``FILMLESS_TEST_DATABASE_URL``: use this PostgreSQL database instead of starting one;

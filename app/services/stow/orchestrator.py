@@ -13,14 +13,13 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-from app.dicom.elements import JsonDataset, element, sequence
 from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
 from app.dicom.indexing import index_record
 from app.dicom.media import MediaType, MediaTypes, parse_content_type
-from app.dicom.multipart import SpooledPart, as_single_part, spool_parts
+from app.dicom.multipart import as_single_part
 from app.dicom.status import FailureReason
 from app.errors import Forbidden, StorageUnavailable, UnsupportedMediaType
 from app.observability import metrics
@@ -30,6 +29,8 @@ from app.repository.instances import ObjectFacts, Outcome, Pending
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
+from app.services.stow.reader import SpooledPart, spool_parts
+from app.services.stow.response import InstanceResult, StowResponse, failed, response
 from app.storage.base import CHUNK_SIZE, new_key
 
 log = logging.getLogger(__name__)
@@ -43,24 +44,6 @@ _REFUSALS = {
     Outcome.WRONG_STUDY: FailureReason.DATA_SET_MISMATCH,
     Outcome.WRONG_PATIENT: FailureReason.DATA_SET_MISMATCH,
 }
-
-
-@dataclass(frozen=True)
-class InstanceResult:
-    sop_class_uid: str | None
-    sop_instance_uid: str | None
-    study_instance_uid: str | None = None
-    series_instance_uid: str | None = None
-    failure: FailureReason | None = None
-    #: Stored before, byte for byte (an idempotent success that wrote nothing).
-    already_stored: bool = False
-
-
-@dataclass(frozen=True)
-class StowResponse:
-    status: int
-    body: JsonDataset
-    results: list[InstanceResult] = field(default_factory=list)
 
 
 async def store(
@@ -93,7 +76,7 @@ async def store(
         for part, _ in spooled:
             with contextlib.suppress(OSError):
                 part.discard()
-    return _response(results, root, study)
+    return response(results, root, study)
 
 
 async def store_files(archive: Archive, trail: Trail, paths: Sequence[Path]) -> list[InstanceResult]:
@@ -215,7 +198,7 @@ async def _store_one(
     )
     if study is not None and parsed.study_instance_uid != study:
         # PS3.18 §10.5.1.1: an instance of another study than the one addressed is refused.
-        return _failed(result, FailureReason.DATA_SET_MISMATCH)
+        return failed(result, FailureReason.DATA_SET_MISMATCH)
     facts = await asyncio.to_thread(_facts, part, parsed)
     record = index_record(parsed.dataset)
     hospital_pk = trail.scope.hospital_pk
@@ -227,7 +210,7 @@ async def _store_one(
         # Storing the same bytes again is an idempotent success.
         return replace(result, already_stored=True)
     if pending.outcome is not Outcome.NEW:
-        return _failed(result, _REFUSALS[pending.outcome])
+        return failed(result, _REFUSALS[pending.outcome])
     # The storing transaction's own kind: STOW-RS, or C-STORE for the DICOM listener.
     event = trail.child(Transaction(trail.event.transaction))
     event.outcome, event.instances, event.bytes = 200, 1, part.size
@@ -238,7 +221,7 @@ async def _store_one(
         metrics.INSTANCES_STORED.labels(trail.event.transaction).inc()
         await audit.export(archive, [event])
         return result
-    return _failed(result, FailureReason.PROCESSING_FAILURE)
+    return failed(result, FailureReason.PROCESSING_FAILURE)
 
 
 async def _write_object(archive: Archive, path: Path, pending: Pending, key: str, event: AuditEvent) -> bool:
@@ -298,55 +281,3 @@ def _facts(part: SpooledPart, parsed: ParsedInstance) -> ObjectFacts:
         bulk={path: [loc.offset, loc.length] for path, loc in parsed.bulk.items() if path != "7FE00010"},
         metadata=to_dicom_json(parsed),
     )
-
-
-def _failed(result: InstanceResult, reason: FailureReason) -> InstanceResult:
-    return InstanceResult(
-        result.sop_class_uid,
-        result.sop_instance_uid,
-        result.study_instance_uid,
-        result.series_instance_uid,
-        reason,
-    )
-
-
-def _response(results: list[InstanceResult], root: str, study: str | None) -> StowResponse:
-    """The response of PS3.18 §10.5.3: 200 when all were stored, 202 when some, 409 when
-    none (400 when none was even a DICOM instance)."""
-    stored = [r for r in results if r.failure is None]
-    failed = [r for r in results if r.failure is not None]
-    body: JsonDataset = {}
-    studies = {r.study_instance_uid for r in stored}
-    if study is not None or len(studies) == 1:
-        body["00081190"] = element("UR", f"{root}/studies/{study or next(iter(studies))}")
-    if stored:
-        body["00081199"] = sequence(
-            {
-                "00081150": element("UI", r.sop_class_uid),
-                "00081155": element("UI", r.sop_instance_uid),
-                "00081190": element(
-                    "UR",
-                    f"{root}/studies/{r.study_instance_uid}/series/{r.series_instance_uid}"
-                    f"/instances/{r.sop_instance_uid}",
-                ),
-            }
-            for r in stored
-        )
-    if failed:
-        body["00081198"] = sequence(
-            {
-                "00081150": element("UI", r.sop_class_uid),
-                "00081155": element("UI", r.sop_instance_uid),
-                "00081197": element("US", int(r.failure or 0)),
-            }
-            for r in failed
-        )
-    if not failed:
-        status = 200
-    elif stored:
-        status = 202
-    elif all(r.failure is FailureReason.CANNOT_UNDERSTAND for r in failed):
-        status = 400
-    else:
-        status = 409
-    return StowResponse(status, body, results)
