@@ -36,6 +36,7 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check app tests bench harness
 	$(BIN)/ruff format --check app tests bench harness
 	$(BIN)/mypy app
+	$(BIN)/lint-imports
 
 ## Regenerate openapi/openapi.json from the application.
 openapi: $(VENV)/.runtime

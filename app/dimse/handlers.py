@@ -3,7 +3,7 @@
 pynetdicom calls each handler on an association's own thread. A handler translates the
 request, hands the work to the application's event loop (:meth:`Bridge.run`, with a
 timeout) — one pool, one transaction discipline, one audit trail for HTTP and DICOM —
-and translates the result into a PS3.4 status (:mod:`app.dimse.status`). Blocking file
+and translates the result into a PS3.4 status (:mod:`app.dicom.dimse_status`). Blocking file
 work (writing a received instance, removing a sent one) stays on the association's thread.
 """
 
@@ -33,9 +33,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelMove,
 )
 
+from app.dicom.dimse_status import Status, audit_outcome
 from app.dicom.identifiers import IdentifierError, QueryLevel, find_request, patient_key, retrieve_params
 from app.dimse import commitment_report
-from app.dimse.status import Status, audit_outcome
 from app.errors import StorageUnavailable
 from app.repository import aes
 from app.repository.retrieve import StoredObject

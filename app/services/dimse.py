@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.dicom.dimse_status import Status, audit_outcome, store_status
 from app.dicom.status import FailureReason
-from app.dimse.status import Status, audit_outcome, store_status
 from app.errors import StorageUnavailable
 from app.repository import aes, hospitals
 from app.repository.aes import ApplicationEntity
