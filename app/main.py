@@ -20,6 +20,7 @@ from app.errors import FilmlessError, StorageUnavailable
 from app.http.errors import install_error_handlers
 from app.http.middleware import CatchUnexpected, RequestLog
 from app.http.share_gateway import ShareGateway
+from app.http.state import STATE_KEY, Running
 from app.repository import hospitals
 from app.repository.database import create_pool
 from app.repository.embedded import open_embedded_postgres
@@ -60,20 +61,27 @@ DESCRIPTION = """Filmless is a DICOMweb (PS3.18) imaging archive: STOW-RS, QIDO-
 under `/dicom-web`, over PostgreSQL and object storage."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app_from_environment() -> FastAPI:
+    """The factory each of several worker processes calls (``uvicorn --factory``): the
+    settings come from the same environment the parent read them from."""
+    return create_app(Settings())
+
+
+def create_app(settings: Settings) -> FastAPI:
     # Modalities send values that bend the standard (a UID component with a leading zero,
     # a malformed date); the archive stores what it is given and does not warn per value.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Running]]:
         async with contextlib.AsyncExitStack() as stack:
             archive = await open_archive(settings, stack)
-            app.state.archive = archive
-            app.state.authenticator = await open_authenticator(archive, stack)
-            app.state.shares = Shares(archive, Hasher.from_file(settings.share_key_path))
-            app.state.jobs = background = Jobs(archive)
+            authenticator = await open_authenticator(archive, stack)
+            shares = Shares(archive, Hasher.from_file(settings.share_key_path))
+            background = Jobs(archive)
+            state = Running(archive=archive, authenticator=authenticator, shares=shares, jobs=background)
+            # Also on the app, for what runs outside a request (tests, the CLI's tools).
+            app.state.running = state
             await background.open()
             # The DICOM listener (PS3.8): its handlers run on this event loop, so it starts
             # here and stops before the pool closes.
@@ -82,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.sweep_interval > 0:
                 sweeper = asyncio.create_task(sweep_forever(archive))
             try:
-                yield
+                yield {STATE_KEY: state}
             finally:
                 # Running jobs are cancelled (and undo what they had in flight) while the
                 # database and the object store are still open.

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.main import create_app
 from app.repository import hospitals
@@ -88,10 +89,12 @@ class ArchiveUnderTest:
     app: FastAPI
     client: httpx.AsyncClient
     settings: Any
+    #: The app as a server runs it: with its lifespan state in every request's scope.
+    asgi: ASGIApp
 
     @property
     def archive(self) -> Archive:
-        archive: Archive = self.app.state.archive
+        archive: Archive = self.app.state.running.archive
         return archive
 
     def token(self, hospital: str = HOSPITAL, roles: list[str] | None = None, subject: str = "tester") -> str:
@@ -107,17 +110,28 @@ class ArchiveUnderTest:
         )
 
 
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    """``app`` with the lifespan's state copied into each request's scope, as a server
+    does (ASGI lifespan "state" extension); httpx's ASGI transport runs no lifespan."""
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return served
+
+
 async def _open(settings: Any) -> AsyncIterator[ArchiveUnderTest]:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app) as state:
         for code in (HOSPITAL, OTHER_HOSPITAL):
-            await hospitals.add(app.state.archive.pool, code, f"{code.title()} hospital")
-        transport = httpx.ASGITransport(app=app)
+            await hospitals.add(app.state.running.archive.pool, code, f"{code.title()} hospital")
+        asgi = with_lifespan_state(app, state or {})
+        transport = httpx.ASGITransport(app=asgi)
         headers = {"Authorization": f"Bearer {token(settings)}"}
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", headers=headers
         ) as client:
-            yield ArchiveUnderTest(app, client, settings)
+            yield ArchiveUnderTest(app, client, settings, asgi)
 
 
 @pytest.fixture

@@ -82,8 +82,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         # Each worker writes its metric samples here; a scrape of any sums them all.
         _metrics_dir(settings)
     # Several workers are separate processes that each build the app from the import
-    # string; create_app() then reads the same settings from the same environment.
-    app: Any = create_app(settings) if settings.workers == 1 else "app.main:create_app"
+    # string; the factory then reads the same settings from the same environment.
+    app: Any = create_app(settings) if settings.workers == 1 else "app.main:create_app_from_environment"
     uvicorn.run(
         app,
         factory=settings.workers > 1,

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, Unauthorized
 from app.http.share_gateway import PREFIX_KEY
+from app.http.state import running
 from app.security.principal import Principal, Right
 
 _bearer = HTTPBearer(
@@ -27,11 +28,11 @@ async def authenticate(
         raise Unauthorized("a bearer token is required", error=None)
     token = credentials.credentials
     if token.count(".") == 2:
-        principal: Principal = await request.app.state.authenticator.principal(token)
+        principal: Principal = await running(request).authenticator.principal(token)
     else:
         # Not a JWT: a share link's token (or a share session's), which also works as a
         # bearer token on /dicom-web.
-        principal = await request.app.state.shares.principal(token)
+        principal = await running(request).shares.principal(token)
         if principal.deidentify_key is not None and PREFIX_KEY not in request.scope:
             # Its answers are de-identified at the share's own root (app.http.share_deidentify).
             raise Unauthorized("a de-identified share is reached at its own DICOMweb root, /share/{token}/")

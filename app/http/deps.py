@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from app.errors import Forbidden
 from app.http.auth import authenticate, requires
 from app.http.share_gateway import PREFIX_KEY
+from app.http.state import running
 from app.security.principal import Principal, Right
 from app.services import audit
 from app.services.archive import Archive
@@ -43,18 +44,15 @@ def _request_base(request: Request) -> str:
 
 
 def get_shares(request: Request) -> Shares:
-    shares: Shares = request.app.state.shares
-    return shares
+    return running(request).shares
 
 
 def get_jobs(request: Request) -> Jobs:
-    jobs: Jobs = request.app.state.jobs
-    return jobs
+    return running(request).jobs
 
 
 def get_archive(request: Request) -> Archive:
-    archive: Archive = request.app.state.archive
-    return archive
+    return running(request).archive
 
 
 def dicomweb_root(request: Request) -> str:

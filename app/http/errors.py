@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import FilmlessError, RangeNotSatisfiable, Unauthorized
+from app.http.state import running
 from app.services import audit
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ async def audit_failure(request: Request, status: int, message: str) -> None:
     trail = getattr(request.state, "audit", None)
     if trail is not None and not trail.recorded:
         try:
-            await audit.commit(request.app.state.archive, trail, status, message)
+            await audit.commit(running(request).archive, trail, status, message)
         except FilmlessError:
             log.warning("could not record a failed request in the audit trail")
 

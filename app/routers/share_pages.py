@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
-from app.http.deps import ArchiveDep, BaseDep, SharesDep
+from app.http.deps import ArchiveDep, BaseDep, SharesDep, get_shares
 from app.repository import retrieve
 from app.routers.pages import page, print_page, summaries
 from app.routers.shares_api import created_out
@@ -47,7 +47,7 @@ async def _unavailable(archive: Archive, request: Request) -> Response:
 
 async def _open(archive: Archive, request: Request, access: Access) -> Response:
     """The gate is passed: a session (one use), and on to its page."""
-    session = await request.app.state.shares.open_session(access.share)
+    session = await get_shares(request).open_session(access.share)
     trail = _trail(request, access)
     trail.touch(studies=access.share.studies)
     await audit.commit(archive, trail, 303, "share opened")
@@ -106,7 +106,7 @@ async def answer_challenge(
 async def _challenged(
     archive: Archive, request: Request, access: Access, answer: str, action: str, code: str | None
 ) -> Response:
-    shares = request.app.state.shares
+    shares = get_shares(request)
     try:
         session = await shares.answer(access, answer, _client(request))
     except (Forbidden, TooManyRequests) as refused:

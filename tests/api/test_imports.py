@@ -27,7 +27,7 @@ async def test_an_uploaded_zip_is_imported_as_a_job(served: ArchiveUnderTest, tm
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     assert response.headers["location"] == f"/api/jobs/{job_id}"
-    await served.app.state.jobs.wait()
+    await served.app.state.running.jobs.wait()
 
     job = (await served.client.get(f"/api/jobs/{job_id}")).json()
     assert job["state"] == "done", job
@@ -54,7 +54,7 @@ async def test_an_uploaded_zip_is_imported_as_a_job(served: ArchiveUnderTest, tm
     again = await served.client.post(
         "/api/imports", content=body, headers={"Content-Type": "application/zip"}
     )
-    await served.app.state.jobs.wait()
+    await served.app.state.running.jobs.wait()
     second = (await served.client.get(f"/api/jobs/{again.json()['id']}")).json()
     assert second["counts"]["already present"] == len(SHAPES) and second["counts"]["stored"] == 0
 

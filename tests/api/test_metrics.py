@@ -37,7 +37,7 @@ async def test_requests_and_stored_instances_are_counted(served: ArchiveUnderTes
 async def test_only_local_clients_or_the_token_may_scrape(served: ArchiveUnderTest):
     proxied = await served.client.get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"})
     assert proxied.status_code == 404
-    remote = httpx.ASGITransport(app=served.app, client=("198.51.100.7", 5000))
+    remote = httpx.ASGITransport(app=served.asgi, client=("198.51.100.7", 5000))
     async with httpx.AsyncClient(transport=remote, base_url="http://testserver") as client:
         assert (await client.get("/metrics")).status_code == 404
 

@@ -51,7 +51,7 @@ def from_pixel_data(data: bytes | Path) -> bytes:
 async def send(served: ArchiveUnderTest, study: str, body: dict[str, str]) -> dict[str, object]:
     response = await served.client.post(f"/api/studies/{study}/send", json=body)
     assert response.status_code == 202, response.text
-    await served.app.state.jobs.wait()
+    await served.app.state.running.jobs.wait()
     job = await served.client.get(response.headers["location"])
     assert job.status_code == 200
     result: dict[str, object] = job.json()

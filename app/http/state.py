@@ -1,0 +1,31 @@
+"""What the application holds while it runs: built once by the lifespan
+(:func:`app.main.create_app`), and the only thing the HTTP layer reads from the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from app.security.authenticator import Authenticator
+from app.services.archive import Archive
+from app.services.jobs import Jobs
+from app.services.shares import Shares
+
+#: The key of :class:`Running` in the lifespan state (Starlette copies it into every
+#: request's ``request.state``).
+STATE_KEY = "filmless"
+
+
+@dataclass(frozen=True)
+class Running:
+    archive: Archive
+    authenticator: Authenticator
+    shares: Shares
+    jobs: Jobs
+
+
+def running(connection: HTTPConnection) -> Running:
+    """The running application's state, from the lifespan state of ``connection``."""
+    state: Running = getattr(connection.state, STATE_KEY)
+    return state
