@@ -202,8 +202,7 @@ def _token(settings: Settings, hospital: str, roles: list[str], subject: str, li
 
 
 async def _hospital(settings: Settings, args: argparse.Namespace) -> int:
-    import asyncpg
-
+    from app.errors import BadRequest
     from app.repository import hospitals
 
     pool, _ = await _database(settings)
@@ -211,8 +210,8 @@ async def _hospital(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "add":
             try:
                 added = await hospitals.add(pool, args.code, args.name)
-            except asyncpg.CheckViolationError:
-                print(f"invalid code {args.code!r}: letters, digits, '.', '_' and '-'", file=sys.stderr)
+            except BadRequest as refused:
+                print(f"invalid {refused.message}", file=sys.stderr)
                 return 2
             print(f"added {args.code}" if added else f"{args.code} exists already")
             return 0 if added else 1

@@ -5,8 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import asyncpg
+
+from app.errors import BadRequest
 from app.repository import invalidation
 from app.repository.database import Pool, connection, transaction
+
+#: What the table's CHECK on the code allows (app/migrations/0003_hospitals_and_audit.sql).
+CODE_RULE = "letters, digits, '.', '_' and '-', at most 64"
 
 INSERT = """
 INSERT INTO hospitals (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING
@@ -31,9 +37,13 @@ class Hospital:
 
 
 async def add(pool: Pool, code: str, name: str) -> Hospital | None:
-    """The new hospital, or None when the code is taken."""
+    """The new hospital, or None when the code is taken. A code the table's CHECK refuses
+    is a :class:`BadRequest` (the driver's exception stays in the repository)."""
     async with connection(pool) as conn:
-        row = await conn.fetchrow(INSERT, code, name)
+        try:
+            row = await conn.fetchrow(INSERT, code, name)
+        except asyncpg.CheckViolationError as exc:
+            raise BadRequest(f"hospital code {code!r}: {CODE_RULE}") from exc
     return Hospital(**dict(row)) if row else None
 
 

@@ -7,8 +7,6 @@ import datetime as dt
 import io
 from dataclasses import asdict
 
-import asyncpg
-
 from app.errors import BadRequest, Conflict, NotFound
 from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
@@ -17,10 +15,7 @@ from app.services.archive import Archive
 
 
 async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hospital:
-    try:
-        added = await hospitals.add(archive.pool, code, name)
-    except asyncpg.CheckViolationError:
-        raise BadRequest(f"hospital code {code!r}: letters, digits, '.', '_' and '-', at most 64") from None
+    added = await hospitals.add(archive.pool, code, name)
     if added is None:
         raise Conflict(f"hospital {code!r} exists already")
     return added
