@@ -11,7 +11,6 @@ transaction here, so concurrent writes to one study cannot deadlock.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -22,6 +21,7 @@ from app.dicom.indexing import IndexRecord
 from app.repository import audit
 from app.repository.audit import AuditEvent
 from app.repository.database import Pool, connection, transaction
+from app.repository.deletion import QUEUE_GARBAGE
 
 UPSERT_PATIENT = """
 INSERT INTO patients (hospital_pk, patient_id, issuer_of_patient_id, patient_name, patient_name_fold,
@@ -301,25 +301,24 @@ async def abandon(pool: Pool, pending: Pending, object_key: str) -> None:
         await conn.execute(DELETE_PENDING, pending.instance_pk, object_key)
 
 
-async def sweep(
-    pool: Pool, stale_after: int, delete_object: Callable[[str], Awaitable[None]], batch: int = 100
-) -> int:
-    """Remove pending writes older than ``stale_after`` seconds: the object first, then the
-    row, so a crash mid-sweep leaves at worst a row the next sweep finishes. Returns the
-    number of instance rows removed."""
-    removed = 0
+async def sweep(pool: Pool, stale_after: int, batch: int = 100) -> list[str]:
+    """Remove pending writes older than ``stale_after`` seconds, and queue their objects as
+    garbage in the same transaction (:mod:`app.repository.deletion`): the caller deletes
+    the objects after the commit, never while holding it, and a crash in between leaves
+    them queued for the next sweep. Returns the object keys of the removed rows."""
+    keys: list[str] = []
     while True:
         async with transaction(pool) as conn:
             rows = await conn.fetch(SELECT_STALE, stale_after, batch)
-            for row in rows:
-                await delete_object(row["object_key"])
+            batch_keys = [r["object_key"] for r in rows]
+            await conn.execute(QUEUE_GARBAGE, batch_keys)
             await conn.execute(DELETE_INSTANCES, [r["pk"] for r in rows])
-            removed += len(rows)
+            keys += batch_keys
             if len(rows) < batch:
                 await conn.execute(DELETE_EMPTY_SERIES, stale_after)
                 await conn.execute(DELETE_EMPTY_STUDIES, stale_after)
                 await conn.execute(DELETE_EMPTY_PATIENTS, stale_after)
-                return removed
+                return keys
 
 
 async def held(pool: Pool, hospital_pk: int, sop_instance_uid: str) -> bool:

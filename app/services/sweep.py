@@ -10,7 +10,7 @@ from app.observability import metrics
 from app.repository import instances, shares
 from app.repository.database import try_lock
 from app.services.archive import Archive
-from app.services.delete import collect_garbage
+from app.services.delete import collect_garbage, remove_objects
 from app.storage.filesystem import remove_stale_files
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,9 @@ async def sweep_once(archive: Archive) -> int:
         if not held:
             log.debug("another process is sweeping")
             return 0
-        removed = await instances.sweep(archive.pool, archive.settings.pending_timeout, archive.store.delete)
+        abandoned = await instances.sweep(archive.pool, archive.settings.pending_timeout)
+        await remove_objects(archive, abandoned)
+        removed = len(abandoned)
         if removed:
             log.info("sweep removed %d abandoned pending writes", removed)
             metrics.SWEEP_REMOVED.labels("pending_write").inc(removed)
