@@ -14,6 +14,7 @@ from enum import Enum
 
 from app.dicom.attributes import BY_TAG, INDEXED, MATCHABLE, NESTED, Attribute, resolve_path
 from app.dicom.levels import Level
+from app.dicom.uids import is_uid
 from app.errors import BadRequest
 
 
@@ -48,7 +49,6 @@ class QidoQuery:
     scope: dict[str, str] = field(default_factory=dict)
 
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DA = re.compile(r"^[0-9]{8}$")
 _TM = re.compile(r"^([0-9]{2})([0-9]{2})?([0-9]{2})?(?:\.([0-9]{1,6}))?$")
 _INT = re.compile(r"^[+-]?[0-9]{1,10}$")
@@ -168,7 +168,7 @@ def _condition(name: str, attribute: Attribute, value: str) -> Condition:
         values = tuple(v.strip() for v in re.split(r"[,\\]", value) if v.strip())
         if vr == "UI":
             for uid in values:
-                if len(uid) > 64 or not _UID.match(uid):
+                if not is_uid(uid):
                     raise BadRequest(f"query parameter {name!r}: {uid!r} is not a valid UID")
         if len(values) > 1:
             return Condition(attribute, Match.LIST, values)

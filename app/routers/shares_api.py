@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.dicom.query import MAX_OFFSET
+from app.dicom.uids import UID_MAX_LENGTH, UID_PATTERN
 from app.errors import NotFound
 from app.http.deps import ArchiveDep, BaseDep, Sharer, SharesDep
 from app.repository import shares as repository
@@ -21,11 +22,11 @@ from app.services.shares import ShareRequest, now
 
 router = APIRouter(prefix="/api/shares", tags=["Shares"])
 
-_UID = r"^[0-9]+(\.[0-9]+)*$"
-
 
 class ShareIn(BaseModel):
-    studies: list[Annotated[str, Field(pattern=_UID, max_length=64)]] = Field(min_length=1, max_length=100)
+    studies: list[Annotated[str, Field(pattern=UID_PATTERN, max_length=UID_MAX_LENGTH)]] = Field(
+        min_length=1, max_length=100
+    )
     expires_at: dt.datetime = Field(
         description="Required; at most FILMLESS_SHARE_MAX_DAYS away, with a time zone"
     )

@@ -6,8 +6,14 @@ from typing import Annotated
 
 from fastapi import Path
 
-_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+from app.dicom.uids import UID_MAX_LENGTH, UID_PATTERN
 
-StudyUID = Annotated[str, Path(pattern=_UID_PATTERN, max_length=64, description="Study Instance UID")]
-SeriesUID = Annotated[str, Path(pattern=_UID_PATTERN, max_length=64, description="Series Instance UID")]
-InstanceUID = Annotated[str, Path(pattern=_UID_PATTERN, max_length=64, description="SOP Instance UID")]
+StudyUID = Annotated[
+    str, Path(pattern=UID_PATTERN, max_length=UID_MAX_LENGTH, description="Study Instance UID")
+]
+SeriesUID = Annotated[
+    str, Path(pattern=UID_PATTERN, max_length=UID_MAX_LENGTH, description="Series Instance UID")
+]
+InstanceUID = Annotated[
+    str, Path(pattern=UID_PATTERN, max_length=UID_MAX_LENGTH, description="SOP Instance UID")
+]

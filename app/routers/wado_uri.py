@@ -3,13 +3,12 @@ systems that link to images this way."""
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from app.dicom.rendering import parse_uri_params
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from app.dicom.uids import is_uid
 from app.errors import BadRequest, Forbidden, NotAcceptable
 from app.http.deps import ArchiveDep, UriRetriever, get_shares
 from app.routers.responses import stream
@@ -18,14 +17,12 @@ from app.services import audit, rendered, wado
 
 router = APIRouter(tags=["WADO-URI"])
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
 
 def _uid(request: Request, name: str) -> str:
     value = request.query_params.get(name)
     if not value:
         raise BadRequest(f"WADO-URI parameter {name!r} is required")
-    if len(value) > 64 or not _UID.match(value):
+    if not is_uid(value):
         raise BadRequest(f"WADO-URI parameter {name!r}: {value!r} is not a valid UID")
     return value
 
@@ -61,7 +58,7 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
     syntax = params.get("transferSyntax") or (
         "*" if archive.settings.retrieve_as_stored else EXPLICIT_VR_LITTLE_ENDIAN
     )
-    if syntax != "*" and not _UID.match(syntax):
+    if syntax != "*" and not is_uid(syntax):
         raise BadRequest(f"WADO-URI parameter 'transferSyntax': {syntax!r} is not a valid UID")
     content_type = _content_type(params.get("contentType"))
     if content_type != "application/dicom":

@@ -44,11 +44,11 @@ from app.services.reading import drain, read_frame
 
 # Lossy compressed syntaxes (PS3.5 §8.2): their decoded pixels keep Lossy Image Compression.
 _LOSSY = {
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.93",
+    pydicom.uid.JPEGBaseline8Bit,
+    pydicom.uid.JPEGExtended12Bit,
+    pydicom.uid.JPEGLSNearLossless,
+    pydicom.uid.JPEG2000,
+    pydicom.uid.JPEG2000MC,
 }
 # The element header before Pixel Data's value (PS3.5 §7.1.2): tag and length in Implicit
 # VR; tag, VR OB/OW, reserved and length in Explicit VR.
