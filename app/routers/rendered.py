@@ -8,11 +8,10 @@ from fastapi.responses import StreamingResponse
 
 from app.dicom.negotiation import RenderedChoice, negotiate_rendered
 from app.dicom.rendering import RenderOptions, parse_rendered_params
-from app.http.deps import ArchiveDep, Caller, Retriever
-from app.routers.responses import IMMUTABLE, stream
+from app.http.deps import ArchiveDep, Retriever
+from app.routers.responses import immutable
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
-from app.services import audit, frames, rendered
-from app.services.reading import Body
+from app.services import frames, rendered
 
 router = APIRouter(prefix="/dicom-web", tags=["Rendered"])
 
@@ -36,15 +35,6 @@ def _options(request: Request) -> RenderOptions:
     return parse_rendered_params(request.query_params.multi_items())
 
 
-async def _sent(archive: ArchiveDep, caller: Caller, body: Body) -> StreamingResponse:
-    await audit.commit(archive, caller.trail, 200)
-    response = stream(body)
-    # A stored instance never changes (a different object under its UID is refused), so
-    # its renderings may be cached; "private": they are patient data.
-    response.headers["Cache-Control"] = IMMUTABLE
-    return response
-
-
 @router.get("/studies/{study}/rendered", summary="Render a study", responses=_RESPONSES)
 async def rendered_study(
     request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID
@@ -52,7 +42,7 @@ async def rendered_study(
     body = await rendered.rendered_collection(
         archive, caller.trail, _choice(request, True), _options(request), study, None
     )
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get("/studies/{study}/series/{series}/rendered", summary="Render a series", responses=_RESPONSES)
@@ -61,7 +51,7 @@ async def rendered_series(
 ) -> StreamingResponse:
     choice, options = _choice(request, True), _options(request)
     body = await rendered.rendered_collection(archive, caller.trail, choice, options, study, series)
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get(_INSTANCE + "/rendered", summary="Render an instance", responses=_RESPONSES)
@@ -75,7 +65,7 @@ async def rendered_instance(
 ) -> StreamingResponse:
     choice, options = _choice(request, False), _options(request)
     body = await rendered.rendered_instance(archive, caller.trail, choice, options, study, series, instance)
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get(_INSTANCE + "/frames/{frame_list}/rendered", summary="Render frames", responses=_RESPONSES)
@@ -93,7 +83,7 @@ async def rendered_frames(
     body = await rendered.rendered_instance(
         archive, caller.trail, choice, options, study, series, instance, numbers
     )
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get("/studies/{study}/thumbnail", summary="A study's thumbnail", responses=_RESPONSES)
@@ -101,7 +91,7 @@ async def study_thumbnail(
     request: Request, archive: ArchiveDep, caller: Retriever, study: StudyUID
 ) -> StreamingResponse:
     body = await rendered.thumbnail(archive, caller.trail, _choice(request, False), _options(request), study)
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="A series' thumbnail", responses=_RESPONSES)
@@ -110,7 +100,7 @@ async def series_thumbnail(
 ) -> StreamingResponse:
     choice, options = _choice(request, False), _options(request)
     body = await rendered.thumbnail(archive, caller.trail, choice, options, study, series)
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get(_INSTANCE + "/thumbnail", summary="An instance's thumbnail", responses=_RESPONSES)
@@ -124,7 +114,7 @@ async def instance_thumbnail(
 ) -> StreamingResponse:
     choice, options = _choice(request, False), _options(request)
     body = await rendered.thumbnail(archive, caller.trail, choice, options, study, series, instance)
-    return await _sent(archive, caller, body)
+    return immutable(body)
 
 
 @router.get(_INSTANCE + "/frames/{frame_list}/thumbnail", summary="A frame's thumbnail", responses=_RESPONSES)
@@ -140,4 +130,4 @@ async def frame_thumbnail(
     (number, *_) = frames.parse_frame_list(frame_list)
     choice, options = _choice(request, False), _options(request)
     body = await rendered.thumbnail(archive, caller.trail, choice, options, study, series, instance, number)
-    return await _sent(archive, caller, body)
+    return immutable(body)

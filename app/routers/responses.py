@@ -51,6 +51,14 @@ async def json_response(
     return Response(body, media_type=media_type, headers=headers)
 
 
+def immutable(body: Body) -> StreamingResponse:
+    """``body`` streamed as content that never changes (:data:`IMMUTABLE`): instances,
+    frames, bulk data and renderings, all stored under UIDs."""
+    response = stream(body)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
+
+
 def stream(body: Body) -> StreamingResponse:
     headers = {"Content-Length": str(body.length)} if body.length is not None else {}
     if body.content_range is not None:

@@ -10,12 +10,10 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
-from app.http.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep, get_shares
-from app.routers.responses import IMMUTABLE, json_response, stream
+from app.http.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep
+from app.routers.responses import immutable, json_response
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
-from app.services import audit, frames, wado
-from app.services.reading import Body
-from app.services.shares import Shares
+from app.services import frames, wado
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
@@ -58,7 +56,6 @@ async def _metadata(
     media_type = negotiate_json(request.headers.get("accept"))
     if_none_match = request.headers.get("if-none-match")
     found = await wado.metadata(archive, caller.trail, root, study, series, instance, if_none_match)
-    await audit.commit(archive, caller.trail, 304 if found.body is None else 200)
     # Revalidate every time (no-cache): a study grows as instances arrive.
     headers = {"ETag": found.etag, "Cache-Control": "private, no-cache"}
     if found.body is None:
@@ -74,7 +71,7 @@ async def retrieve_study(
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study)
-    return await _sent(archive, caller, body, get_shares(request))
+    return immutable(body)
 
 
 @router.get(
@@ -88,7 +85,7 @@ async def retrieve_series(
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study, series)
-    return await _sent(archive, caller, body, get_shares(request))
+    return immutable(body)
 
 
 @router.get(
@@ -107,7 +104,7 @@ async def retrieve_instance(
 ) -> StreamingResponse:
     choice = negotiate_dicom(request.headers.get("accept"), archive.settings.retrieve_as_stored)
     body = await wado.instances(archive, caller.trail, choice, study, series, instance)
-    return await _sent(archive, caller, body, get_shares(request))
+    return immutable(body)
 
 
 @router.get("/studies/{study}/metadata", summary="Retrieve a study's metadata", responses=_METADATA)
@@ -170,9 +167,7 @@ async def retrieve_frames(
 ) -> StreamingResponse:
     numbers = frames.parse_frame_list(frame_list)
     accept = request.headers.get("accept")
-    return await _sent(
-        archive, caller, await frames.frames(archive, caller.trail, accept, study, series, instance, numbers)
-    )
+    return immutable(await frames.frames(archive, caller.trail, accept, study, series, instance, numbers))
 
 
 # At most 18 digits: no value is larger than an exabyte, and int() of a longer string of
@@ -203,22 +198,7 @@ async def retrieve_bulkdata(
     multipart = negotiate_bulk(request.headers.get("accept"))
     byte_range = _parse_range(request.headers.get("range")) if not multipart else None
     body = await wado.bulkdata(archive, caller.trail, study, series, instance, path, multipart, byte_range)
-    return await _sent(archive, caller, body)
-
-
-async def _sent(
-    archive: ArchiveDep, caller: Caller, body: Body, shares: Shares | None = None
-) -> StreamingResponse:
-    """The access is recorded before the first byte leaves. Whole instances sent to a
-    share (``shares`` given) are a download: one of its uses."""
-    if shares is not None and caller.principal.share_id is not None:
-        await shares.take_use(caller.principal.share_id)
-    await audit.commit(archive, caller.trail, body.status)
-    response = stream(body)
-    # What is stored under a UID never changes (a different object under it is refused),
-    # so viewers may keep it; "private": it is patient data, for no shared cache.
-    response.headers["Cache-Control"] = IMMUTABLE
-    return response
+    return immutable(body)
 
 
 def _parse_range(value: str | None) -> tuple[int, int | None] | None:

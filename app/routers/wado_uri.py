@@ -9,11 +9,10 @@ from fastapi.responses import StreamingResponse
 from app.dicom.rendering import parse_uri_params
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.dicom.uids import is_uid
-from app.errors import BadRequest, Forbidden, NotAcceptable
-from app.http.deps import ArchiveDep, UriRetriever, get_shares
+from app.errors import BadRequest, NotAcceptable
+from app.http.deps import ArchiveDep, UriRetriever
 from app.routers.responses import stream
-from app.security.principal import Right
-from app.services import audit, rendered, wado
+from app.services import rendered, wado
 
 router = APIRouter(tags=["WADO-URI"])
 
@@ -67,17 +66,10 @@ async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) 
             archive, caller.trail, study, series, instance, content_type, options
         )
         if image is not None:
-            await audit.commit(archive, caller.trail, 200)
             return stream(image)
         if params.get("contentType"):
             raise NotAcceptable(f"instance {instance} has no image to render as {content_type}")
-    if Right.DOWNLOAD not in caller.principal.rights:
-        raise Forbidden("sending the DICOM object requires the right to download")
-    body = await wado.single_object(archive, caller.trail, study, series, instance, syntax)
-    if caller.principal.share_id is not None:
-        await get_shares(request).take_use(caller.principal.share_id)  # a download: one use
-    await audit.commit(archive, caller.trail, 200)
-    return stream(body)
+    return stream(await wado.single_object(archive, caller.trail, study, series, instance, syntax))
 
 
 _TYPES = ("application/dicom", "image/jpeg", "image/png", "image/gif")

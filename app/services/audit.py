@@ -24,6 +24,7 @@ from app.repository.retrieve import Owner
 from app.security.principal import Principal
 from app.security.scope import Scope
 from app.services.archive import Archive
+from app.services.reading import Body
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Trail:
         self.recorded = False
         #: What the caller may see; set once they are authenticated.
         self.scope = Scope(hospital_pk=None)
+        #: Who the caller is, once authenticated.
+        self.principal: Principal | None = None
 
     @classmethod
     def of_request(cls, request: Request, transaction: Transaction) -> Trail:
@@ -98,6 +101,7 @@ class Trail:
         self.event.roles = sorted(r.value for r in principal.roles)
         self.event.share_id = principal.share_id
         self.scope = principal.scope
+        self.principal = principal
 
     def touch(
         self,
@@ -177,6 +181,13 @@ async def commit(archive: Archive, trail: Trail, status: int, detail: str | None
 
 
 _RECIPIENT_TRANSACTIONS = frozenset({Transaction.SHARE_ACCESS.value, Transaction.SHARE_DOWNLOAD.value})
+
+
+async def sending(archive: Archive, trail: Trail, body: Body) -> Body:
+    """Record the access before the first byte of ``body`` leaves: a streamed response
+    cannot change its status afterwards (206 for a byte range or a partial answer)."""
+    await commit(archive, trail, body.status)
+    return body
 
 
 def stored_in_transaction(trail: Trail) -> None:

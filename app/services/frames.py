@@ -16,6 +16,7 @@ from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
 from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import StoredBulk
+from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.budget import decoding_memory
@@ -71,8 +72,12 @@ async def frames(
     selected = [ranges[n - 1] for n in numbers]
     part_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
     if choice.decode:
-        return await decoded_frame_parts(archive, trail, study, series, instance, selected, part_type)
-    return await frame_parts(archive, stored, selected, part_type)
+        return await audit.sending(
+            archive,
+            trail,
+            await decoded_frame_parts(archive, trail, study, series, instance, selected, part_type),
+        )
+    return await audit.sending(archive, trail, await frame_parts(archive, stored, selected, part_type))
 
 
 async def decoded_frame_parts(

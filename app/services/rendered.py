@@ -20,6 +20,7 @@ from app.dicom.rendering import RenderOptions, output_size, render, working_memo
 from app.errors import NotAcceptable, NotFound
 from app.repository import retrieve
 from app.repository.retrieve import Renderable
+from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.reading import Body, drain, read_frame
@@ -128,7 +129,7 @@ async def rendered_instance(
     numbers = frames or list(range(1, _frame_count(item) + 1))
     if len(numbers) == 1 and not choice.multipart:
         image = await render_frame(archive, source, numbers[0], choice.media_type, options, False)
-        return _single(image, choice.media_type)
+        return await audit.sending(archive, trail, _single(image, choice.media_type))
     for number in numbers:  # every frame exists, or the response is a 404 before any byte
         if number > _frame_count(item):
             raise NotFound(f"the instance has {_frame_count(item)} frame(s); there is no frame {number}")
@@ -137,7 +138,7 @@ async def rendered_instance(
         for number in numbers:
             yield await render_frame(archive, source, number, choice.media_type, options, False)
 
-    return await _multipart(images(), choice.media_type)
+    return await audit.sending(archive, trail, await _multipart(images(), choice.media_type))
 
 
 async def rendered_collection(
@@ -162,7 +163,7 @@ async def rendered_collection(
                 archive, await _source(archive, item), 1, choice.media_type, options, False
             )
 
-    return await _multipart(images(), choice.media_type)
+    return await audit.sending(archive, trail, await _multipart(images(), choice.media_type))
 
 
 async def thumbnail(
@@ -184,8 +185,12 @@ async def thumbnail(
         image = await render_frame(
             archive, await _source(archive, item), number, choice.media_type, options, True
         )
-        return _single(image, choice.media_type)
-    return _single(await _cached_thumbnail(archive, item, number, choice.media_type), choice.media_type)
+        return await audit.sending(archive, trail, _single(image, choice.media_type))
+    return await audit.sending(
+        archive,
+        trail,
+        _single(await _cached_thumbnail(archive, item, number, choice.media_type), choice.media_type),
+    )
 
 
 async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, media_type: str) -> bytes:
@@ -259,4 +264,4 @@ async def uri_image(
     trail.touch_instance(study, series, instance, item.stored)
     source = await _source(archive, item)
     image = await render_frame(archive, source, options.frame_number or 1, media_type, options, False)
-    return _single(image, media_type)
+    return await audit.sending(archive, trail, _single(image, media_type))

@@ -30,6 +30,7 @@ from app.security.share_secrets import (
     normalize_code,
 )
 from app.services.archive import Archive
+from app.services.audit import Trail
 
 PERMISSIONS = ("view", "download", "reshare")
 #: Replacement UIDs of de-identifying shares kept in memory, at most (about 200 bytes each).
@@ -289,6 +290,15 @@ class Shares:
 
     async def history(self, share_id: str) -> list[AuditEvent]:
         return await audit_repository.search(self.archive.pool, AuditFilter(share_id=share_id), 500, 0)
+
+
+async def take_download(archive: Archive, trail: Trail) -> None:
+    """Whole instances sent to a share's caller are a download: one of the share's uses,
+    refused when it is used up. Nothing for staff."""
+    principal = trail.principal
+    if principal is not None and principal.share_id is not None:
+        if not await repository.take_use(archive.pool, principal.share_id):
+            raise Unauthorized("the share has been used up")
 
 
 def principal_for(share: ShareRow) -> Principal:

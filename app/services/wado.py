@@ -12,14 +12,17 @@ from app.dicom.header import BULK_PLACEHOLDER, PIXEL_DATA_PATH
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import DicomChoice
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from app.errors import NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
+from app.errors import Forbidden, NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
 from app.repository.retrieve import StoredMetadata, StoredObject
+from app.security.principal import Right
+from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
 from app.services.reading import Body, drain, open_frame
+from app.services.shares import take_download
 from app.services.transcode import Conversion, conversion, prepare, refused, transcoded
 from app.storage.base import BlobReader
 
@@ -59,7 +62,12 @@ async def instances(
     if trail.scope.deidentify_key is not None:
         parts = _deidentified_parts(parts, trail.scope.deidentify_key, plan)
     body = stream_multipart(parts, boundary)
-    return Body(related_content_type(boundary, "application/dicom"), body, warning=_warning(left_out))
+    await take_download(archive, trail)
+    return await audit.sending(
+        archive,
+        trail,
+        Body(related_content_type(boundary, "application/dicom"), body, warning=_warning(left_out)),
+    )
 
 
 def _warning(left_out: list[StoredObject]) -> str | None:
@@ -207,6 +215,8 @@ async def single_object(
 ) -> Body:
     """One instance as a bare ``application/dicom`` body (WADO-URI, PS3.18 §9), as stored
     (``transfer_syntax`` ``*`` or the stored UID) or converted to Explicit VR Little Endian."""
+    if trail.principal is None or Right.DOWNLOAD not in trail.principal.rights:
+        raise Forbidden("sending the DICOM object requires the right to download")
     objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
@@ -217,13 +227,17 @@ async def single_object(
         converted = transcoded(archive, conv)
         if trail.scope.deidentify_key is not None:
             converted = deidentified(converted, trail.scope.deidentify_key, EXPLICIT_VR_LITTLE_ENDIAN)
-        return Body(f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}", converted)
-    reader = await archive.store.open(obj.object_key)
-    media_type = f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}"
-    key = trail.scope.deidentify_key
-    if key is not None:
-        return Body(media_type, deidentified(drain(reader), key, obj.transfer_syntax_uid))
-    return Body(media_type, drain(reader), obj.size)
+        body = Body(f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}", converted)
+    else:
+        reader = await archive.store.open(obj.object_key)
+        media_type = f"application/dicom; transfer-syntax={obj.transfer_syntax_uid}"
+        key = trail.scope.deidentify_key
+        if key is not None:
+            body = Body(media_type, deidentified(drain(reader), key, obj.transfer_syntax_uid))
+        else:
+            body = Body(media_type, drain(reader), obj.size)
+    await take_download(archive, trail)
+    return await audit.sending(archive, trail, body)
 
 
 @dataclass(frozen=True)
@@ -254,6 +268,7 @@ async def metadata(
         trail.touch(
             studies=[study], series=[series] if series else [], instances=[instance] if instance else []
         )
+        await audit.commit(archive, trail, 304)
         return Metadata(etag, None)
     rows = await retrieve.metadata(archive.pool, trail.scope, study, series, instance)
     if not rows:
@@ -264,6 +279,7 @@ async def metadata(
     for row in rows:
         url = root + _instance_path(row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
         pieces.append(row.metadata.replace(placeholder, f'"{url}/bulkdata/'))
+    await audit.commit(archive, trail, 200)
     return Metadata(etag, ("[" + ",".join(pieces) + "]").encode())
 
 
@@ -298,21 +314,31 @@ async def bulkdata(
     else:
         raise NotFound(f"instance {instance} has no bulk data at {path}")
     if multipart:
-        return await frame_parts(archive, stored, frames, part_type)
+        return await audit.sending(archive, trail, await frame_parts(archive, stored, frames, part_type))
     if len(frames) != 1:
         raise NotAcceptable("this bulk value has several frames: accept multipart/related")
     total = sum(n for _, n in frames[0])
     # Opened before the response starts (open_frame): an outage is a 503, not a cut body.
     if byte_range is None:
-        return Body(
-            "application/octet-stream", await open_frame(archive.store, stored.object_key, frames[0]), total
+        return await audit.sending(
+            archive,
+            trail,
+            Body(
+                "application/octet-stream",
+                await open_frame(archive.store, stored.object_key, frames[0]),
+                total,
+            ),
         )
     start, end = byte_range
     if start >= total:
         raise RangeNotSatisfiable(f"the value has {total} bytes", total)
     end = total - 1 if end is None or end >= total else end
     chunks = await open_frame(archive.store, stored.object_key, _sub_range(frames[0], start, end))
-    return Body("application/octet-stream", chunks, end - start + 1, f"bytes {start}-{end}/{total}")
+    return await audit.sending(
+        archive,
+        trail,
+        Body("application/octet-stream", chunks, end - start + 1, f"bytes {start}-{end}/{total}"),
+    )
 
 
 def _touch(trail: Trail, rows: Sequence[StoredObject | StoredMetadata], size: int = 0) -> None:
