@@ -3,8 +3,9 @@ dependencies in :mod:`app.http.deps`."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
@@ -31,3 +32,5 @@ class Archive:
     render_budget: MemoryBudget
     #: Notices from every process on the database that a cached value changed.
     invalidations: Invalidations
+    #: One append to the audit sink at a time, so concurrent requests' lines never interleave.
+    audit_sink_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

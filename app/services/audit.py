@@ -195,9 +195,6 @@ def stored_in_transaction(trail: Trail) -> None:
     trail.recorded = True
 
 
-_sink_lock = asyncio.Lock()
-
-
 async def export(archive: Archive, events: list[AuditEvent]) -> None:
     """Append DICOM audit messages for ``events`` to the configured sink (JSON lines)."""
     sink = archive.settings.audit_sink
@@ -208,7 +205,7 @@ async def export(archive: Archive, events: list[AuditEvent]) -> None:
         for e in events
     )
     try:
-        async with _sink_lock:
+        async with archive.audit_sink_lock:
             await asyncio.to_thread(_append, sink, lines)
     except OSError as exc:
         # The database holds the trail; the sink is a copy for the ATNA repository.
