@@ -30,6 +30,7 @@ from starlette.types import Message, Scope, Send
 
 from app.dicom.deidentification import Pseudonyms, deidentify_json, keeps
 from app.dicom.header import PIXEL_DATA_PATH
+from app.http.state import running_scope
 
 #: Stands for a UID that is no replacement of the share's: it matches nothing.
 NO_MATCH = "0.0"
@@ -51,7 +52,7 @@ async def route(scope: Scope, send: Send, secret: str) -> tuple[Scope, Send] | N
     """The request and ``send`` as a de-identifying share's answer needs them (unchanged
     for any other share, or an invalid secret, which authentication then refuses); None
     when it has been answered here (no match)."""
-    shares = scope["app"].state.shares
+    shares = running_scope(scope).shares
     access = await shares.resolve(secret)
     key = None if access is None else shares.deidentify_key(access.share)
     if access is None or key is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from app.security.authenticator import Authenticator
 from app.services.archive import Archive
@@ -23,6 +24,12 @@ class Running:
     authenticator: Authenticator
     shares: Shares
     jobs: Jobs
+
+
+def running_scope(scope: Scope) -> Running:
+    """The same, from an ASGI scope (for middlewares that run before routing)."""
+    state: Running = scope["state"][STATE_KEY]
+    return state
 
 
 def running(connection: HTTPConnection) -> Running:
