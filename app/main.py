@@ -33,6 +33,7 @@ from app.routers import (
     imports,
     jobs,
     metrics,
+    openapi,
     pages,
     qido,
     rendered,
@@ -105,8 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
+    openapi.install(app)
     app.add_middleware(CatchUnexpected)
     if settings.cors_origins:
         app.add_middleware(

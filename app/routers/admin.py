@@ -109,10 +109,42 @@ async def remove_ae(ae_title: str, archive: ArchiveDep, caller: Administrator) -
     return Response(status_code=204)
 
 
+class AuditEntry(BaseModel):
+    """One access to patient data, or an attempt (IHE ATNA's who, what, when, where, outcome)."""
+
+    pk: int
+    at: dt.datetime
+    transaction: str = Field(description="The DICOMweb or API transaction, e.g. QIDO-RS")
+    method: str
+    path: str = Field(description="The request path, share secrets redacted")
+    outcome: int = Field(description="The HTTP status answered")
+    detail: str | None
+    subject: str | None = Field(description="Token subject of the caller")
+    hospital: str | None
+    roles: list[str]
+    share_id: str | None
+    client_address: str | None
+    user_agent: str | None
+    query: str | None
+    study_uids: list[str]
+    series_uids: list[str]
+    instance_uids: list[str]
+    patient_ids: list[str]
+    owner_hospitals: list[str] = Field(description="Hospitals whose data was touched")
+    instances: int
+    bytes: int
+
+
 @router.get(
     "/audit",
     summary="Query the audit trail",
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+    responses={
+        200: {
+            "model": list[AuditEntry],
+            "description": "Newest first; with format=csv, the same as a CSV export",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
 )
 async def query_audit(
     archive: ArchiveDep,

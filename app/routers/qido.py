@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.dicom.levels import Level
-from app.dicom.negotiation import DICOM_JSON, negotiate_json
+from app.dicom.negotiation import negotiate_json
 from app.http.deps import ArchiveDep, Caller, RootDep, Searcher
+from app.routers.openapi import QIDO_QUERY, dicom_json, error
 from app.routers.responses import json_response
 from app.routers.uids import SeriesUID, StudyUID
 from app.services import audit, qido
@@ -15,9 +16,9 @@ from app.services import audit, qido
 router = APIRouter(prefix="/dicom-web", tags=["QIDO-RS"])
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {DICOM_JSON: {}}, "description": "Matches, as a DICOM JSON array (possibly empty)"},
-    400: {"description": "An invalid query parameter, named in the message"},
-    406: {"description": "No acceptable media type"},
+    200: dicom_json("Matches, as a DICOM JSON array (possibly empty)"),
+    400: error("An invalid query parameter, named in the message"),
+    406: error("No acceptable media type"),
 }
 
 
@@ -43,31 +44,41 @@ async def _search(
     return await json_response(request, qido.encode(result.matches), media_type, headers)
 
 
-@router.get("/studies", summary="Search for studies", responses=_RESPONSES)
+@router.get("/studies", summary="Search for studies", responses=_RESPONSES, openapi_extra=QIDO_QUERY)
 async def search_studies(request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher) -> Response:
     return await _search(request, archive, root, caller, Level.STUDY)
 
 
-@router.get("/series", summary="Search for series", responses=_RESPONSES)
+@router.get("/series", summary="Search for series", responses=_RESPONSES, openapi_extra=QIDO_QUERY)
 async def search_series(request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher) -> Response:
     return await _search(request, archive, root, caller, Level.SERIES)
 
 
-@router.get("/instances", summary="Search for instances", responses=_RESPONSES)
+@router.get("/instances", summary="Search for instances", responses=_RESPONSES, openapi_extra=QIDO_QUERY)
 async def search_instances(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher
 ) -> Response:
     return await _search(request, archive, root, caller, Level.INSTANCE)
 
 
-@router.get("/studies/{study}/series", summary="Search for a study's series", responses=_RESPONSES)
+@router.get(
+    "/studies/{study}/series",
+    summary="Search for a study's series",
+    responses=_RESPONSES,
+    openapi_extra=QIDO_QUERY,
+)
 async def search_study_series(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID
 ) -> Response:
     return await _search(request, archive, root, caller, Level.SERIES, {"0020000D": study})
 
 
-@router.get("/studies/{study}/instances", summary="Search for a study's instances", responses=_RESPONSES)
+@router.get(
+    "/studies/{study}/instances",
+    summary="Search for a study's instances",
+    responses=_RESPONSES,
+    openapi_extra=QIDO_QUERY,
+)
 async def search_study_instances(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID
 ) -> Response:
@@ -78,6 +89,7 @@ async def search_study_instances(
     "/studies/{study}/series/{series}/instances",
     summary="Search for a series' instances",
     responses=_RESPONSES,
+    openapi_extra=QIDO_QUERY,
 )
 async def search_series_instances(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Searcher, study: StudyUID, series: SeriesUID

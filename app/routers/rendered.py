@@ -9,18 +9,24 @@ from fastapi.responses import StreamingResponse
 from app.dicom.negotiation import RenderedChoice, negotiate_rendered
 from app.dicom.rendering import RenderOptions, parse_rendered_params
 from app.http.deps import ArchiveDep, Retriever
+from app.routers.openapi import binary, error
 from app.routers.responses import immutable
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import frames, rendered
 
 router = APIRouter(prefix="/dicom-web", tags=["Rendered"])
 
-_IMAGES: dict[str, dict[str, object]] = {"image/jpeg": {}, "image/png": {}, "image/gif": {}}
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": _IMAGES, "description": "The image, or one part per image (multipart/related)"},
-    400: {"description": "An invalid window, viewport, quality or annotation"},
-    404: {"description": "No such study, series, instance or frame"},
-    406: {"description": "No acceptable image type, or pixel data the archive cannot decode"},
+    200: binary(
+        "The image, or one part per image (multipart/related)",
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        'multipart/related; type="image/jpeg"',
+    ),
+    400: error("An invalid window, viewport, quality or annotation"),
+    404: error("No such study, series, instance or frame"),
+    406: error("No acceptable image type, or pixel data the archive cannot decode"),
 }
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 

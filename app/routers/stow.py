@@ -5,33 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.dicom.negotiation import DICOM_JSON, negotiate_json
+from app.dicom.negotiation import negotiate_json
 from app.http.deps import ArchiveDep, Caller, RootDep, Uploader
+from app.routers.openapi import STOW_BODY, STOW_RESULT, error
 from app.routers.uids import StudyUID
 from app.services import audit, stow
 
 router = APIRouter(prefix="/dicom-web", tags=["STOW-RS"])
 
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            'multipart/related; type="application/dicom"': {
-                "schema": {"type": "string", "format": "binary"},
-            },
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {DICOM_JSON: {}}, "description": "Every instance was stored"},
-    202: {"description": "Some instances were stored; FailedSOPSequence lists the others"},
-    400: {"description": "Malformed request, or no part was a DICOM instance"},
-    409: {"description": "No instance could be stored (see FailedSOPSequence)"},
-    413: {"description": "A part or the body exceeds the configured limit"},
-    415: {
-        "description": 'Content-Type is not multipart/related; type="application/dicom" or application/dicom'
-    },
+    200: {**STOW_RESULT, "description": "Every instance was stored"},
+    202: {**STOW_RESULT, "description": "Some instances were stored; FailedSOPSequence lists the others"},
+    400: error("Malformed request, or no part was a DICOM instance"),
+    409: {**STOW_RESULT, "description": "No instance could be stored (see FailedSOPSequence)"},
+    413: error("A part or the body exceeds the configured limit"),
+    415: error('Content-Type is not multipart/related; type="application/dicom" or application/dicom'),
 }
 
 
@@ -54,7 +42,7 @@ async def _store(
     return JSONResponse(result.body, status_code=result.status, media_type=media_type)
 
 
-@router.post("/studies", summary="Store instances", responses=_RESPONSES, openapi_extra=_BODY)
+@router.post("/studies", summary="Store instances", responses=_RESPONSES, openapi_extra=STOW_BODY)
 async def store_instances(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Uploader
 ) -> JSONResponse:
@@ -62,7 +50,7 @@ async def store_instances(
 
 
 @router.post(
-    "/studies/{study}", summary="Store instances of one study", responses=_RESPONSES, openapi_extra=_BODY
+    "/studies/{study}", summary="Store instances of one study", responses=_RESPONSES, openapi_extra=STOW_BODY
 )
 async def store_study_instances(
     request: Request, archive: ArchiveDep, root: RootDep, caller: Uploader, study: StudyUID

@@ -8,40 +8,36 @@ import re
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.dicom.negotiation import DICOM_JSON, negotiate_bulk, negotiate_dicom, negotiate_json
+from app.dicom.negotiation import negotiate_bulk, negotiate_dicom, negotiate_json
 from app.errors import BadRequest
 from app.http.deps import ArchiveDep, Caller, Downloader, MetadataReader, Retriever, RootDep
+from app.routers.openapi import MULTIPART_DICOM, MULTIPART_OCTETS, binary, dicom_json, error
 from app.routers.responses import immutable, json_response
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import frames, wado
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
 
-_DICOM = 'multipart/related; type="application/dicom"'
 _RETRIEVE: dict[int | str, dict[str, object]] = {
-    200: {
-        "content": {_DICOM: {}},
-        "description": "The instances, in Explicit VR Little Endian unless the client asks for "
-        "another transfer syntax, or * for as stored",
-    },
-    206: {
-        "content": {_DICOM: {}},
-        "description": "Some instances left out: they cannot be converted to the transfer syntax "
-        "asked for (the Warning header names them)",
-    },
-    404: {"description": "No such study, series or instance"},
-    406: {"description": "No acceptable media type, or a transfer syntax the archive cannot produce"},
+    200: binary(
+        "The instances, in Explicit VR Little Endian unless the client asks for another transfer "
+        "syntax, or * for as stored",
+        MULTIPART_DICOM,
+    ),
+    206: binary(
+        "Some instances left out: they cannot be converted to the transfer syntax asked for "
+        "(the Warning header names them)",
+        MULTIPART_DICOM,
+    ),
+    404: error("No such study, series or instance"),
+    406: error("No acceptable media type, or a transfer syntax the archive cannot produce"),
 }
 _METADATA: dict[int | str, dict[str, object]] = {
-    200: {
-        "content": {DICOM_JSON: {}},
-        "description": "DICOM JSON of every instance, bulk values as BulkDataURI",
-    },
+    200: dicom_json("DICOM JSON of every instance, bulk values as BulkDataURI"),
     304: {"description": "Unchanged since the ETag given in If-None-Match"},
-    404: {"description": "No such study, series or instance"},
-    406: {"description": "No acceptable media type"},
+    404: error("No such study, series or instance"),
+    406: error("No acceptable media type"),
 }
-_OCTETS = 'multipart/related; type="application/octet-stream"'
 
 
 async def _metadata(
@@ -149,10 +145,10 @@ async def instance_metadata(
     "/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}",
     summary="Retrieve frames of an instance",
     responses={
-        200: {"content": {_OCTETS: {}}, "description": "One part per frame, in request order"},
-        400: {"description": "A malformed frame list"},
-        404: {"description": "No such instance, or a frame number beyond its frames"},
-        406: {"description": "No acceptable media type, or a transfer syntax the archive cannot produce"},
+        200: binary("One part per frame, in request order", MULTIPART_OCTETS),
+        400: error("A malformed frame list"),
+        404: error("No such instance, or a frame number beyond its frames"),
+        406: error("No acceptable media type, or a transfer syntax the archive cannot produce"),
     },
     response_class=StreamingResponse,
 )
@@ -179,10 +175,12 @@ _RANGE = re.compile(r"^bytes=([0-9]{1,18})-([0-9]{0,18})$")
     "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}",
     summary="Retrieve a bulk value named by a BulkDataURI",
     responses={
-        200: {"content": {_OCTETS: {}, "application/octet-stream": {}}},
-        206: {"description": "The requested byte range of a single-part bulk value"},
-        404: {"description": "No such instance or bulk value"},
-        416: {"description": "A range beyond the end of the value"},
+        200: binary(
+            "The value: multipart by default, or bare bytes", MULTIPART_OCTETS, "application/octet-stream"
+        ),
+        206: binary("The requested byte range of a single-part bulk value", "application/octet-stream"),
+        404: error("No such instance or bulk value"),
+        416: error("A range beyond the end of the value"),
     },
     response_class=StreamingResponse,
 )

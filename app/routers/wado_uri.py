@@ -11,6 +11,7 @@ from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.dicom.uids import is_uid
 from app.errors import BadRequest, NotAcceptable
 from app.http.deps import ArchiveDep, UriRetriever
+from app.routers.openapi import WADO_URI_QUERY, binary, error
 from app.routers.responses import stream
 from app.services import rendered, wado
 
@@ -30,15 +31,19 @@ def _uid(request: Request, name: str) -> str:
     "/wado",
     summary="Retrieve one object (WADO-URI)",
     responses={
-        200: {
-            "content": {"application/dicom": {}, "image/jpeg": {}, "image/png": {}, "image/gif": {}},
-            "description": "The object as stored (or converted), or its image rendered",
-        },
-        400: {"description": "A missing or wrong requestType, or a missing or invalid UID"},
-        404: {"description": "No such object"},
-        406: {"description": "A content type or transfer syntax the archive cannot produce"},
+        200: binary(
+            "The object as stored (or converted), or its image rendered",
+            "application/dicom",
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+        ),
+        400: error("A missing or wrong requestType, or a missing or invalid UID"),
+        404: error("No such object"),
+        406: error("A content type or transfer syntax the archive cannot produce"),
     },
     response_class=StreamingResponse,
+    openapi_extra=WADO_URI_QUERY,
 )
 async def wado_uri(request: Request, archive: ArchiveDep, caller: UriRetriever) -> StreamingResponse:
     params = request.query_params
