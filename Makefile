@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint typecheck openapi bench clean
+.PHONY: run test test-fast lint typecheck openapi openapi-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,15 +32,27 @@ test: $(VENV)/.test
 test-fast: $(VENV)/.test
 	$(BIN)/pytest -m "not slow"
 
-lint: $(VENV)/.test
+lint: $(VENV)/.test openapi-check
 	$(BIN)/ruff check app tests bench harness
 	$(BIN)/ruff format --check app tests bench harness
 	$(BIN)/mypy app
 	$(BIN)/lint-imports
 
-## Regenerate openapi/openapi.json from the application.
+## Regenerate openapi/openapi.json from the application; fails (after writing it) when the
+## checked-in document was stale, so that a forgotten regeneration cannot pass unnoticed.
 openapi: $(VENV)/.runtime
-	$(BIN)/filmless openapi --output openapi/openapi.json
+	@$(BIN)/filmless openapi > openapi/openapi.json.new
+	@if cmp -s openapi/openapi.json.new openapi/openapi.json; then \
+		rm openapi/openapi.json.new; echo "openapi/openapi.json is current"; \
+	else \
+		mv openapi/openapi.json.new openapi/openapi.json; \
+		echo "openapi/openapi.json was stale and is now regenerated: commit it"; exit 1; \
+	fi
+
+## Fail when openapi/openapi.json is not what the application generates (part of lint).
+openapi-check: $(VENV)/.runtime
+	@$(BIN)/filmless openapi | cmp -s - openapi/openapi.json || \
+		{ echo "openapi/openapi.json is stale: run make openapi"; exit 1; }
 
 ## Benchmark Filmless, side by side with Orthanc when ORTHANC_URL is set (see bench/README.md).
 ## Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--studies 20 --scale 100000".

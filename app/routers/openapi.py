@@ -95,16 +95,22 @@ STOW_RESULT: dict[str, object] = {
     "content": {DICOM_JSON: {"schema": {"$ref": "#/components/schemas/DicomObject"}}},
 }
 
-#: STOW-RS request bodies: several instances as ``multipart/related``, or one as
-#: ``application/dicom`` (PS3.18 §10.5.1.2). A generated method cannot make up a multipart
-#: boundary, so the single instance is what it can send: it is listed last, because
-#: openapi-python-client's method for several binary body types sends the last one.
+#: STOW-RS request bodies: several instances as ``multipart/related`` with
+#: ``type="application/dicom"``, or one as ``application/dicom`` (PS3.18 §10.5.1.2). The
+#: multipart key is the bare media range: a generated method cannot make up the boundary a
+#: multipart body needs, and a generator that cannot send ``multipart/related`` then leaves
+#: only that form out, keeping the single instance, which needs none.
 STOW_BODY: dict[str, object] = {
     "requestBody": {
         "required": True,
         "content": {
-            MULTIPART_DICOM: {"schema": _BINARY},
-            "application/dicom": {"schema": _BINARY},
+            "multipart/related": {
+                "schema": {
+                    **_BINARY,
+                    "description": 'Content-Type: multipart/related; type="application/dicom"; boundary=…',
+                },
+            },
+            "application/dicom": {"schema": {**_BINARY, "description": "One Part 10 instance"}},
         },
     }
 }
