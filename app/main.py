@@ -28,6 +28,7 @@ from app.repository.invalidation import Invalidations
 from app.repository.migrations import migrate
 from app.routers import (
     admin,
+    console,
     delete,
     health,
     imports,
@@ -52,6 +53,7 @@ from app.services.budget import MemoryBudget
 from app.services.jobs import Jobs
 from app.services.lru import LruBytes
 from app.services.shares import Shares
+from app.services.signin import SignIn
 from app.services.sweep import sweep_forever
 from app.settings import Settings
 from app.storage.factory import open_store
@@ -80,7 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
             authenticator = await open_authenticator(archive, stack)
             shares = Shares(archive, Hasher.from_file(settings.share_key_path))
             background = Jobs(archive)
-            state = Running(archive=archive, authenticator=authenticator, shares=shares, jobs=background)
+            signin = SignIn(archive, authenticator)
+            stack.push_async_callback(signin.close)
+            state = Running(
+                archive=archive, authenticator=authenticator, shares=shares, jobs=background, signin=signin
+            )
             # Also on the app, for what runs outside a request (tests, the CLI's tools).
             app.state.running = state
             await background.open()
@@ -146,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         imports,
         jobs,
         send,
+        console,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

@@ -137,6 +137,20 @@ class Settings(BaseSettings):
     role_admin: str = "admin"
     role_regional: str = "regional"
 
+    # --- Browser sign-in (the staff console) ---------------------------------------------
+    #: The identity provider's issuer URL (OpenID Connect discovery at
+    #: ``{issuer}/.well-known/openid-configuration``); unset: no browser sign-in through it.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    #: A confidential client's secret (client_secret_basic); unset: a public client (PKCE only).
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
+    #: Development only: a sign-in form that takes any subject, hospital and roles. Refused
+    #: unless set, and labelled as such on every page it opens.
+    console_dev_signin: bool = False
+    #: How long a console session lasts, in hours.
+    console_session_hours: int = Field(default=8, ge=1, le=24)
+
     # --- Share links ---------------------------------------------------------------------
     #: The longest a share may last, in days (a share's expiry is required).
     share_max_days: int = Field(default=90, ge=1)

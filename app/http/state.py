@@ -12,6 +12,7 @@ from app.security.authenticator import Authenticator
 from app.services.archive import Archive
 from app.services.jobs import Jobs
 from app.services.shares import Shares
+from app.services.signin import SignIn
 
 #: The key of :class:`Running` in the lifespan state (Starlette copies it into every
 #: request's ``request.state``).
@@ -24,6 +25,8 @@ class Running:
     authenticator: Authenticator
     shares: Shares
     jobs: Jobs
+    #: Browser sign-in of the staff console.
+    signin: SignIn
 
 
 def running_scope(scope: Scope) -> Running:

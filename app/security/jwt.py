@@ -51,8 +51,10 @@ def verify(
     issuer: str,
     audience: str,
     leeway: int,
+    access_token: str | None = None,
 ) -> dict[str, Any]:
-    """The token's claims, if ``key`` (a public JWK) signed it and every claim holds."""
+    """The token's claims, if ``key`` (a public JWK) signed it and every claim holds (an
+    ID token's ``at_hash`` against ``access_token``, OIDC Core §3.1.3.6)."""
     alg = header(token).get("alg")
     if not isinstance(alg, str) or alg not in algorithms or alg not in KEY_TYPES:
         raise TokenError(f"signature algorithm {alg!r} is not accepted")
@@ -66,6 +68,7 @@ def verify(
             algorithms=[alg],
             issuer=issuer,
             audience=audience,
+            access_token=access_token,
             # Present, not only matching when present: a token minted for another
             # audience without an "aud" claim must not pass (RFC 7519 §4.1.3).
             options={
