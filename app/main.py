@@ -29,6 +29,7 @@ from app.repository.migrations import migrate
 from app.routers import (
     admin,
     console,
+    console_studies,
     delete,
     health,
     imports,
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
         jobs,
         send,
         console,
+        console_studies,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     #: Development only: a sign-in form that takes any subject, hospital and roles. Refused
     #: unless set, and labelled as such on every page it opens.
     console_dev_signin: bool = False
+    #: The web viewer a study opens in from the console, with "{study}" standing for its
+    #: Study Instance UID, e.g. "https://ohif.example.org/viewer?StudyInstanceUIDs={study}".
+    console_viewer_url: str | None = None
     #: How long a console session lasts, in hours.
     console_session_hours: int = Field(default=8, ge=1, le=24)
 

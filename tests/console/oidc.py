@@ -16,7 +16,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from oidc_provider_mock import User, run_server_in_thread
 
-from tests.fixtures import HOSPITAL
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fixtures import HOSPITAL, OTHER_HOSPITAL
 
 #: The provider's own use of Authlib APIs that Authlib now marks deprecated (raised in its
 #: server thread, while a test runs).
@@ -27,6 +29,10 @@ USERS = [
     User(
         sub="alice", claims={"name": "Alice Archivist", "roles": ["reader", "sharer"], "hospital": HOSPITAL}
     ),
+    User(
+        sub="olga", claims={"name": "Olga Other", "roles": ["reader", "sharer"], "hospital": OTHER_HOSPITAL}
+    ),
+    User(sub="rita", claims={"name": "Rita Reader", "roles": ["reader"], "hospital": HOSPITAL}),
     User(sub="mallory", claims={"name": "Mallory", "roles": ["reader"], "hospital": "not-a-member"}),
 ]
 
@@ -55,3 +61,17 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, "the page has no CSRF field"
     return found.group(1)
+
+
+async def sign_in(browser: httpx.AsyncClient, subject: str = "alice") -> httpx.Response:
+    """Sign a browser at the archive in through the provider; the callback's response."""
+    start = await browser.get("/console/login")
+    assert start.status_code == 303
+    location = start.headers["location"]
+    query = parse_qs(urlsplit(location).query)
+    # PKCE (RFC 7636 §4.3): an S256 challenge, never the verifier itself.
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
+    assert query["client_id"] == [CLIENT_ID] and query["nonce"] and query["state"]
+    back = await authorize_at_provider(location, subject)
+    assert back.startswith("http://testserver/console/callback?")
+    return await browser.get(back)

@@ -1,0 +1,253 @@
+"""The console's film library desk: find studies (the QIDO-RS engine), a study's page with
+its series' thumbnails, viewer link and access history, and its shares: create (then
+print), list, revoke. The signed-in person's rights are exactly their bearer token's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.dicom.levels import Level
+from app.dicom.negotiation import negotiate_rendered
+from app.dicom.rendering import parse_rendered_params
+from app.errors import FilmlessError, Forbidden
+from app.http.deps import ArchiveDep, BaseDep, SharesDep
+from app.repository import audit as audit_log
+from app.repository import shares as share_rows
+from app.repository.shares import ShareFilter
+from app.routers.console import console_page, signed_in
+from app.routers.pages import person_name, print_page, study_date
+from app.routers.responses import IMMUTABLE, stream
+from app.routers.shares_api import created_out
+from app.routers.uids import SeriesUID, StudyUID
+from app.security.principal import Right
+from app.services import audit, qido, rendered
+from app.services.audit import Trail, Transaction
+from app.services.shares import ShareRequest, now
+from app.services.signin import Signed, csrf_ok
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+#: The search form's fields: QIDO-RS matching keys (PS3.18 §10.6.1.2), by label.
+SEARCH_KEYS = {
+    "PatientName": "Patient name",
+    "PatientID": "Patient ID",
+    "StudyDate": "Study date (YYYYMMDD or a range YYYYMMDD-YYYYMMDD)",
+    "ModalitiesInStudy": "Modality",
+    "AccessionNumber": "Accession number",
+}
+
+
+class _SignInFirst(Exception):
+    pass
+
+
+async def _staff(request: Request, right: Right) -> Signed:
+    signed = await signed_in(request)
+    if signed is None:
+        raise _SignInFirst
+    if right not in signed.principal.rights:
+        raise Forbidden(f"this requires the right to {right.value}")
+    return signed
+
+
+def _trail(request: Request, transaction: Transaction, signed: Signed) -> Trail:
+    trail = audit.start(request, transaction)
+    trail.identify(signed.principal)
+    return trail
+
+
+def _value(dataset: dict[str, Any], tag: str) -> str:
+    value = dataset.get(tag, {}).get("Value") or [""]
+    first = value[0]
+    return str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)
+
+
+def _check_csrf(signed: Signed, csrf: str) -> None:
+    if not csrf_ok(signed.csrf, csrf):
+        raise Forbidden("the form is stale or was not sent from this archive's page")
+
+
+@router.get("/studies")
+async def find_studies(request: Request, archive: ArchiveDep) -> Response:
+    try:
+        signed = await _staff(request, Right.READ)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    asked = {k: request.query_params.get(k, "").strip() for k in SEARCH_KEYS}
+    rows: list[dict[str, str]] = []
+    error = None
+    if any(asked.values()):
+        params = [(k, v) for k, v in asked.items() if v]
+        # Names are matched the way people type them: a prefix, case-insensitively.
+        params = [(k, f"{v}*" if k == "PatientName" and not v.endswith("*") else v) for k, v in params]
+        trail = _trail(request, Transaction.QIDO, signed)
+        try:
+            result = await qido.search(archive, signed.principal.scope, Level.STUDY, params, "/dicom-web")
+        except FilmlessError as exc:
+            error = str(exc)
+        else:
+            trail.touch(
+                studies=(o[0] for o in result.owners), patients=(o[1] for o in result.owners),
+                owners=(o[2] for o in result.owners), count=len(result.matches),
+            )  # fmt: skip
+            await audit.commit(archive, trail, 200)
+            for match in result.matches:
+                rows.append({
+                    "uid": _value(match, "0020000D"), "patient": person_name(_value(match, "00100010")),
+                    "patient_id": _value(match, "00100020"), "date": study_date(_value(match, "00080020")),
+                    "description": _value(match, "00081030"), "modalities": _value(match, "00080061"),
+                    "accession": _value(match, "00080050"),
+                })  # fmt: skip
+    return console_page(
+        "console_studies.html", request, signed=signed, keys=SEARCH_KEYS, asked=asked, rows=rows, error=error,
+        searched=any(asked.values()),
+    )  # fmt: skip
+
+
+@router.get("/studies/{study}")
+async def study_page(request: Request, archive: ArchiveDep, study: StudyUID) -> Response:
+    try:
+        signed = await _staff(request, Right.READ)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    trail = _trail(request, Transaction.QIDO, signed)
+    scope = signed.principal.scope
+    studies = await qido.search(archive, scope, Level.STUDY, [("StudyInstanceUID", study)], "/dicom-web")
+    if not studies.matches:
+        await audit.commit(archive, trail, 404, "no such study")
+        return console_page("console_message.html", request, 404, signed=signed, message="No such study.")
+    series = await qido.search(archive, scope, Level.SERIES, [], "/dicom-web", {"0020000D": study})
+    owners = studies.owners
+    trail.touch(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
+    await audit.commit(archive, trail, 200)
+    match = studies.matches[0]
+    info = {
+        "uid": study, "patient": person_name(_value(match, "00100010")),
+        "patient_id": _value(match, "00100020"),
+        "date": study_date(_value(match, "00080020")), "description": _value(match, "00081030"),
+        "accession": _value(match, "00080050"),
+    }  # fmt: skip
+    series_rows = [
+        {"uid": _value(s, "0020000E"), "modality": _value(s, "00080060"), "number": _value(s, "00200011"),
+         "description": _value(s, "0008103E"), "count": _value(s, "00201209")}
+        for s in series.matches
+    ]  # fmt: skip
+    history = []
+    if Right.AUDIT in signed.principal.rights or Right.SHARE in signed.principal.rights:
+        f = audit_log.AuditFilter(hospital=signed.principal.hospital, study_uid=study)
+        history = await audit_log.search(archive.pool, f, 100, 0)
+    viewer = archive.settings.console_viewer_url
+    return console_page(
+        "console_study.html", request, signed=signed, study=info, series=series_rows, history=history,
+        viewer=viewer.replace("{study}", study) if viewer else None,
+        can_share=Right.SHARE in signed.principal.rights,
+        default_expiry=(now() + dt.timedelta(days=30)).date(),
+        max_days=archive.settings.share_max_days,
+    )  # fmt: skip
+
+
+@router.get("/studies/{study}/series/{series}/thumbnail")
+async def series_thumbnail(
+    request: Request, archive: ArchiveDep, study: StudyUID, series: SeriesUID
+) -> Response:
+    try:
+        signed = await _staff(request, Right.READ)
+    except _SignInFirst:
+        return Response(status_code=401)
+    trail = _trail(request, Transaction.WADO, signed)
+    choice = negotiate_rendered("image/jpeg", False)
+    body = await rendered.thumbnail(archive, trail, choice, parse_rendered_params([]), study, series)
+    await audit.commit(archive, trail, 200)
+    response = stream(body)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
+
+
+@router.post("/shares")
+async def create_share(
+    request: Request,
+    archive: ArchiveDep,
+    base: BaseDep,
+    shares: SharesDep,
+    study: Annotated[str, Form(max_length=64)],
+    expires: Annotated[dt.date, Form()],
+    csrf: Annotated[str, Form()] = "",
+    permissions: Annotated[list[str] | None, Form()] = None,
+    max_uses: Annotated[int | None, Form(ge=1)] = None,
+    recipient: Annotated[str | None, Form(max_length=200)] = None,
+    challenge: Annotated[str, Form()] = "",
+    pin: Annotated[str | None, Form(max_length=12)] = None,
+) -> Response:
+    try:
+        signed = await _staff(request, Right.SHARE)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    _check_csrf(signed, csrf)
+    trail = _trail(request, Transaction.SHARE, signed)
+    # The share lasts until the end of the chosen day (UTC).
+    until = dt.datetime.combine(expires, dt.time(23, 59), dt.UTC)
+    asked = ShareRequest(
+        studies=[study], expires_at=until, permissions=permissions or ["view"], max_uses=max_uses,
+        recipient=recipient or None, challenge=challenge or None, pin=pin or None,
+    )  # fmt: skip
+    try:
+        created = await shares.create(signed.principal, asked)
+    except FilmlessError as exc:
+        await audit.commit(archive, trail, exc.status, str(exc))
+        return console_page("console_message.html", request, exc.status, signed=signed, message=str(exc))
+    share = created.share
+    trail.event.share_id = share.id
+    trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
+    await audit.commit(archive, trail, 201, f"created share {share.id}")
+    out = created_out(share, created.token, created.access_code, base)
+    response = await print_page(archive, out, status=201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/shares")
+async def list_shares(request: Request, archive: ArchiveDep) -> Response:
+    try:
+        signed = await _staff(request, Right.SHARE)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    assert signed.principal.hospital_pk is not None
+    trail = _trail(request, Transaction.SHARE, signed)
+    study = request.query_params.get("study") or None
+    found = await share_rows.search(archive.pool, ShareFilter(signed.principal.hospital_pk, study), 200, 0)
+    await audit.commit(archive, trail, 200, f"{len(found)} shares")
+    return console_page("console_shares.html", request, signed=signed, shares=found, at=now())
+
+
+@router.get("/shares/{share_id}")
+async def share_page(request: Request, archive: ArchiveDep, shares: SharesDep, share_id: str) -> Response:
+    try:
+        signed = await _staff(request, Right.SHARE)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    trail = _trail(request, Transaction.SHARE, signed)
+    share = await shares.visible(signed.principal, share_id)
+    history = await shares.history(share.id)
+    trail.event.share_id = share.id
+    await audit.commit(archive, trail, 200)
+    return console_page("console_share.html", request, signed=signed, share=share, history=history, at=now())
+
+
+@router.post("/shares/{share_id}/revoke")
+async def revoke_share(
+    request: Request, archive: ArchiveDep, shares: SharesDep, share_id: str, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    try:
+        signed = await _staff(request, Right.SHARE)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    _check_csrf(signed, csrf)
+    trail = _trail(request, Transaction.SHARE, signed)
+    revoked = await shares.revoke(signed.principal, share_id)
+    trail.event.share_id = share_id
+    await audit.commit(archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}")
+    return RedirectResponse(f"/console/shares/{share_id}", status_code=303)

@@ -1,0 +1,108 @@
+"""The film library desk in the console, signed in through the real provider: find a
+study (the QIDO-RS engine, within the person's hospital), its page with thumbnails and
+viewer link, a share created from a form (CSRF checked), listed, and revoked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+import pytest_asyncio
+
+from tests.console.conftest import browser_at
+from tests.console.oidc import PROVIDER_WARNINGS, csrf_of, sign_in
+from tests.fixtures import ArchiveUnderTest
+from tests.samples import make_sample, multipart_body
+
+pytestmark = pytest.mark.filterwarnings(PROVIDER_WARNINGS)
+
+PATIENT = {"PatientID": "DESK-1", "PatientName": "Desk^Dana", "PatientBirthDate": "19800101"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def study(console: ArchiveUnderTest) -> str:
+    sample = make_sample("ct", **PATIENT, StudyDescription="CT head", AccessionNumber="ACC-77")
+    body, ctype = multipart_body([sample.data])
+    stored = await console.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
+    assert stored.status_code == 200, stored.text
+    return sample.study
+
+
+async def test_find_a_study_and_open_its_page(console: ArchiveUnderTest, study: str):
+    async with browser_at(console) as browser:
+        await sign_in(browser, "alice")
+        found = await browser.get("/console/studies", params={"PatientName": "desk"})
+        assert found.status_code == 200
+        assert f'href="/console/studies/{study}"' in found.text and "Dana Desk" in found.text
+        by_accession = await browser.get("/console/studies", params={"AccessionNumber": "ACC-77"})
+        assert study in by_accession.text
+        none = await browser.get("/console/studies", params={"PatientID": "NOBODY"})
+        assert "0 studies" in none.text and study not in none.text
+        page = await browser.get(f"/console/studies/{study}")
+        assert page.status_code == 200 and "CT head" in page.text
+        assert f"https://viewer.example.test/viewer?StudyInstanceUIDs={study}" in page.text
+        thumbnails = re.findall(r'src="(/console/studies/[^"]+/thumbnail)"', page.text)
+        assert len(thumbnails) == 1
+        image = await browser.get(thumbnails[0])
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        assert image.content[:2] == b"\xff\xd8"
+        # The page's own view is in the study's access history the next time.
+        again = await browser.get(f"/console/studies/{study}")
+        assert "Access history" in again.text and "alice" in again.text
+
+
+async def test_another_hospital_finds_nothing(console: ArchiveUnderTest, study: str):
+    async with browser_at(console) as browser:
+        await sign_in(browser, "olga")
+        found = await browser.get("/console/studies", params={"PatientID": "DESK-1"})
+        assert "0 studies" in found.text and study not in found.text
+        assert (await browser.get(f"/console/studies/{study}")).status_code == 404
+        guessed = await browser.get(f"/console/studies/{study}/series/1.2.3/thumbnail")
+        assert guessed.status_code == 404
+
+
+async def test_signed_out_pages_send_to_sign_in(console: ArchiveUnderTest, study: str):
+    async with browser_at(console) as browser:
+        for path in ("/console/studies", f"/console/studies/{study}", "/console/shares"):
+            answer = await browser.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/console/signin"
+
+
+async def test_create_list_and_revoke_a_share(console: ArchiveUnderTest, study: str):
+    async with browser_at(console) as browser:
+        await sign_in(browser, "alice")
+        page = await browser.get(f"/console/studies/{study}")
+        form = {
+            "study": study, "expires": (dt.date.today() + dt.timedelta(days=7)).isoformat(),
+            "permissions": ["view", "download"], "recipient": "Dr. Who",
+        }  # fmt: skip
+        # A form posted from elsewhere (no token, a wrong one) is refused.
+        for forged in ({}, {"csrf": "guessed"}):
+            assert (await browser.post("/console/shares", data={**form, **forged})).status_code == 403
+        created = await browser.post("/console/shares", data={**form, "csrf": csrf_of(page.text)})
+        assert created.status_code == 201 and "Dana Desk" in created.text
+        link = re.search(r'https?://[^"<\s]+/s/[A-Za-z0-9_-]+', created.text)
+        assert link, "the Access Page carries the link"
+        path = link.group(0).split("testserver", 1)[1]
+        assert (await browser.get(path)).status_code in (200, 303)
+        listed = await browser.get("/console/shares", params={"study": study})
+        share_id = re.search(r'href="/console/shares/([^"]+)"', listed.text)
+        assert share_id and "Dr. Who" in listed.text
+        detail = await browser.get(f"/console/shares/{share_id.group(1)}")
+        assert "active" in detail.text and "SHARE-ACCESS" in detail.text
+        revoke = f"/console/shares/{share_id.group(1)}/revoke"
+        assert (await browser.post(revoke, data={"csrf": "guessed"})).status_code == 403
+        done = await browser.post(revoke, data={"csrf": csrf_of(detail.text)})
+        assert done.status_code == 303
+        assert "revoked" in (await browser.get(f"/console/shares/{share_id.group(1)}")).text
+        assert (await browser.get(path)).status_code == 404
+
+
+async def test_a_reader_cannot_share(console: ArchiveUnderTest, study: str):
+    async with browser_at(console) as browser:
+        await sign_in(browser, "rita")
+        page = await browser.get(f"/console/studies/{study}")
+        assert page.status_code == 200 and 'action="/console/shares"' not in page.text
+        form = {"study": study, "expires": dt.date.today().isoformat(), "csrf": csrf_of(page.text)}
+        assert (await browser.post("/console/shares", data=form)).status_code == 403
