@@ -4,6 +4,7 @@ print), list, revoke. The signed-in person's rights are exactly their bearer tok
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -13,18 +14,19 @@ from fastapi.responses import RedirectResponse, Response
 from app.dicom.levels import Level
 from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
-from app.errors import FilmlessError, Forbidden
+from app.errors import FilmlessError, Forbidden, NotFound
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.repository import audit as audit_log
 from app.repository import shares as share_rows
 from app.repository.shares import ShareFilter
 from app.routers.console import console_page, signed_in
-from app.routers.pages import person_name, print_page, study_date
+from app.routers.pages import person_name, print_page, study_date, summaries
 from app.routers.responses import IMMUTABLE, stream
 from app.routers.shares_api import created_out
 from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Right
 from app.services import audit, qido, rendered
+from app.services.access_pdf import access_page_pdf
 from app.services.audit import Trail, Transaction
 from app.services.shares import ShareRequest, now
 from app.services.signin import Signed, csrf_ok
@@ -204,7 +206,8 @@ async def create_share(
     trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
     await audit.commit(archive, trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
-    response = await print_page(archive, out, status=201)
+    pdf_action = f"/console/shares/{share.id}/pdf"
+    response = await print_page(archive, out, status=201, pdf_action=pdf_action, csrf=signed.csrf)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -251,3 +254,41 @@ async def revoke_share(
     trail.event.share_id = share_id
     await audit.commit(archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}")
     return RedirectResponse(f"/console/shares/{share_id}", status_code=303)
+
+
+@router.post("/shares/{share_id}/pdf")
+async def share_pdf(
+    request: Request,
+    archive: ArchiveDep,
+    base: BaseDep,
+    shares: SharesDep,
+    share_id: str,
+    token: Annotated[str, Form(max_length=100)],
+    access_code: Annotated[str, Form(max_length=40)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The Access Page as a PDF. Secrets are stored only as hashes, so (as for printing
+    through the API) only whoever holds them, from the creation answer, can ask."""
+    try:
+        signed = await _staff(request, Right.SHARE)
+    except _SignInFirst:
+        return RedirectResponse("/console/signin", status_code=303)
+    _check_csrf(signed, csrf)
+    trail = _trail(request, Transaction.SHARE, signed)
+    share = await shares.visible(signed.principal, share_id)
+    access = await shares.resolve(token)
+    opened = await shares.peek_code(access_code)
+    if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
+        raise NotFound("these secrets do not belong to this share")
+    out = created_out(share, token, access_code, base)
+    studies = await summaries(archive, out.studies)
+    names = ", ".join(sorted({person_name(s["patient_name"]) for s in studies}))
+    hospital = str(studies[0]["hospital_name"]) if studies else ""
+    body = await asyncio.to_thread(access_page_pdf, out, studies, names, hospital)
+    trail.event.share_id = share.id
+    await audit.commit(archive, trail, 200, "printed as PDF")
+    headers = {
+        "Content-Disposition": f'attachment; filename="access-page-{share.id}.pdf"',
+        "Cache-Control": "no-store",
+    }
+    return Response(body, media_type="application/pdf", headers=headers)

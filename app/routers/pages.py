@@ -73,13 +73,16 @@ class PrintedShare(Protocol):
     def page_url(self) -> str: ...
 
 
-async def print_page(archive: Archive, created: PrintedShare, status: int = 200) -> HTMLResponse:
-    """What the film library prints or faxes instead of burning a CD."""
+async def print_page(
+    archive: Archive, created: PrintedShare, status: int = 200, **extra: Any
+) -> HTMLResponse:
+    """What the film library prints or faxes instead of burning a CD (``extra``: more for
+    the template, e.g. the console's PDF download form)."""
     studies = await summaries(archive, created.studies)
     names = sorted({person_name(s["patient_name"]) for s in studies})
     qr = segno.make(created.page_url, error="m").svg_inline(scale=4, title="Link to the images")
     hospital = str(studies[0]["hospital_name"]) if studies else ""
     return page(
         "print.html", status, share=created, studies=studies, patient_name=", ".join(names), qr=qr,
-        hospital_name=hospital,
+        hospital_name=hospital, **extra,
     )  # fmt: skip

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zlib
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -85,6 +87,7 @@ async def test_create_list_and_revoke_a_share(console: ArchiveUnderTest, study: 
         link = re.search(r'https?://[^"<\s]+/s/[A-Za-z0-9_-]+', created.text)
         assert link, "the Access Page carries the link"
         path = link.group(0).split("testserver", 1)[1]
+        await _pdf_of(browser, created.text)
         assert (await browser.get(path)).status_code in (200, 303)
         listed = await browser.get("/console/shares", params={"study": study})
         share_id = re.search(r'href="/console/shares/([^"]+)"', listed.text)
@@ -106,3 +109,31 @@ async def test_a_reader_cannot_share(console: ArchiveUnderTest, study: str):
         assert page.status_code == 200 and 'action="/console/shares"' not in page.text
         form = {"study": study, "expires": dt.date.today().isoformat(), "csrf": csrf_of(page.text)}
         assert (await browser.post("/console/shares", data=form)).status_code == 403
+
+
+def _pdf_text(pdf: bytes) -> bytes:
+    """The content streams of a PDF, inflated (fpdf2 writes text as literal strings)."""
+    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S)
+    out = []
+    for raw in streams:
+        try:
+            out.append(zlib.decompress(raw))
+        except zlib.error:
+            out.append(raw)
+    return b"\n".join(out)
+
+
+async def _pdf_of(browser: httpx.AsyncClient, page: str) -> None:
+    action = re.search(r'<form class="noprint" method="post" action="([^"]+)">', page)
+    assert action, "the Access Page offers its PDF"
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page))
+    assert {"csrf", "token", "access_code"} <= fields.keys()
+    assert (await browser.post(action.group(1), data={**fields, "csrf": ""})).status_code == 403
+    wrong = await browser.post(action.group(1), data={**fields, "access_code": "AAAA-BBBB"})
+    assert wrong.status_code == 404
+    pdf = await browser.post(action.group(1), data=fields)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"].startswith("attachment;")
+    assert pdf.content.startswith(b"%PDF-") and pdf.content.rstrip().endswith(b"%%EOF")
+    text = _pdf_text(pdf.content)
+    assert fields["access_code"].encode() in text and b"Dana Desk" in text
