@@ -29,6 +29,7 @@ from app.repository.migrations import migrate
 from app.routers import (
     admin,
     console,
+    console_admin,
     console_studies,
     delete,
     health,
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         send,
         console,
         console_studies,
+        console_admin,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

@@ -16,8 +16,8 @@ from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
 from app.errors import FilmlessError, Forbidden, NotFound
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
-from app.repository import audit as audit_log
 from app.repository import shares as share_rows
+from app.repository.audit import AuditFilter
 from app.repository.shares import ShareFilter
 from app.routers.console import console_page, signed_in
 from app.routers.pages import person_name, print_page, study_date, summaries
@@ -25,7 +25,7 @@ from app.routers.responses import IMMUTABLE, stream
 from app.routers.shares_api import created_out
 from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Right
-from app.services import audit, qido, rendered
+from app.services import admin, audit, qido, rendered
 from app.services.access_pdf import access_page_pdf
 from app.services.audit import Trail, Transaction
 from app.services.shares import ShareRequest, now
@@ -140,8 +140,8 @@ async def study_page(request: Request, archive: ArchiveDep, study: StudyUID) -> 
     ]  # fmt: skip
     history = []
     if Right.AUDIT in signed.principal.rights or Right.SHARE in signed.principal.rights:
-        f = audit_log.AuditFilter(hospital=signed.principal.hospital, study_uid=study)
-        history = await audit_log.search(archive.pool, f, 100, 0)
+        f = AuditFilter(study_uid=study)
+        history = await admin.audit_events(archive, signed.principal.hospital, f, 100, 0)
     viewer = archive.settings.console_viewer_url
     return console_page(
         "console_study.html", request, signed=signed, study=info, series=series_rows, history=history,

@@ -32,6 +32,7 @@ USERS = [
     User(
         sub="olga", claims={"name": "Olga Other", "roles": ["reader", "sharer"], "hospital": OTHER_HOSPITAL}
     ),
+    User(sub="adam", claims={"name": "Adam Admin", "roles": ["reader", "admin"], "hospital": HOSPITAL}),
     User(sub="rita", claims={"name": "Rita Reader", "roles": ["reader"], "hospital": HOSPITAL}),
     User(sub="mallory", claims={"name": "Mallory", "roles": ["reader"], "hospital": "not-a-member"}),
 ]
