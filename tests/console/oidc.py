@@ -39,11 +39,13 @@ USERS = [
 
 
 @contextmanager
-def provider() -> Iterator[str]:
-    """The provider's issuer URL while it runs."""
+def provider(users: list[User] | None = None) -> Iterator[str]:
+    """The provider's issuer URL while it runs (with ``users``, else :data:`USERS`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        with run_server_in_thread(require_nonce=True, user_claims=USERS) as server:
+        with run_server_in_thread(
+            require_nonce=True, user_claims=USERS if users is None else users
+        ) as server:
             yield f"http://localhost:{server.server_port}"
 
 
