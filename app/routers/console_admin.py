@@ -36,9 +36,8 @@ async def admin_page(request: Request, archive: ArchiveDep) -> Response:
     except _SignInFirst:
         return RedirectResponse("/console/signin", status_code=303)
     trail = _trail(request, Transaction.ADMIN, signed)
-    members = await admin.hospitals_list(archive)
-    known = await admin.aes_list(archive, signed.principal.hospital_pk)
-    await audit.commit(archive, trail, 200)
+    members = await admin.hospitals_list(archive, trail)
+    known = await admin.aes_list(archive, trail, signed.principal.hospital_pk)
     return console_page("console_admin.html", request, signed=signed, hospitals=members, aes=known)
 
 
@@ -63,11 +62,10 @@ async def audit_page(request: Request, archive: ArchiveDep) -> Response:
             "console_message.html", request, 400, signed=signed, message="Dates are YYYY-MM-DD."
         )
     try:
-        events = await admin.audit_events(archive, signed.principal.hospital, f, 1000, 0)
+        events = await admin.audit_events(archive, trail, signed.principal.hospital, f, 1000, 0)
     except FilmlessError as exc:
         await audit.commit(archive, trail, exc.status, str(exc))
         return console_page("console_message.html", request, exc.status, signed=signed, message=str(exc))
-    await audit.commit(archive, trail, 200, f"{len(events)} events")
     if q.get("format") == "csv":
         headers = {"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"}
         return Response(admin.as_csv(events), media_type="text/csv", headers=headers)

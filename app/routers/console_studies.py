@@ -141,7 +141,8 @@ async def study_page(request: Request, archive: ArchiveDep, study: StudyUID) -> 
     history = []
     if Right.AUDIT in signed.principal.rights or Right.SHARE in signed.principal.rights:
         f = AuditFilter(study_uid=study)
-        history = await admin.audit_events(archive, signed.principal.hospital, f, 100, 0)
+        # The page's own access is recorded above; the trail records nothing more.
+        history = await admin.audit_events(archive, trail, signed.principal.hospital, f, 100, 0)
     viewer = archive.settings.console_viewer_url
     return console_page(
         "console_study.html", request, signed=signed, study=info, series=series_rows, history=history,

@@ -11,7 +11,7 @@ from app.http.deps import ArchiveDep, Caller, RootDep, Searcher
 from app.routers.openapi import QIDO_QUERY, dicom_json, error
 from app.routers.responses import json_response
 from app.routers.uids import SeriesUID, StudyUID
-from app.services import audit, qido
+from app.services import qido
 
 router = APIRouter(prefix="/dicom-web", tags=["QIDO-RS"])
 
@@ -32,14 +32,7 @@ async def _search(
 ) -> Response:
     media_type = negotiate_json(request.headers.get("accept"))
     params = request.query_params.multi_items()
-    result = await qido.search(archive, caller.principal.scope, level, params, root, path_uids)
-    caller.trail.touch(
-        studies=(o[0] for o in result.owners),
-        patients=(o[1] for o in result.owners),
-        owners=(o[2] for o in result.owners),
-        count=len(result.matches),
-    )
-    await audit.commit(archive, caller.trail, 200)
+    result = await qido.search_recorded(archive, caller.trail, level, params, root, path_uids)
     headers = {"Warning": result.warning} if result.warning else {}
     return await json_response(request, qido.encode(result.matches), media_type, headers)
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.http.deps import ArchiveDep, JobsDep, Sender
 from app.routers.uids import StudyUID
-from app.services import audit, send
+from app.services import send
 
 router = APIRouter(prefix="/api/studies", tags=["Send"])
 
@@ -42,7 +42,6 @@ async def send_study(
     download does."""
     destination = send.Destination(body.destination, body.dicomweb, body.token)
     job = await send.submit(archive, jobs, caller.trail, study, destination)
-    await audit.commit(archive, caller.trail, 202, f"job {job.id}")
     location = f"/api/jobs/{job.id}"
     return JSONResponse(
         {"id": job.id, "state": "queued", "job": location}, 202, headers={"Location": location}

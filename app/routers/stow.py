@@ -9,7 +9,7 @@ from app.dicom.negotiation import negotiate_json
 from app.http.deps import ArchiveDep, Caller, RootDep, Uploader
 from app.routers.openapi import STOW_BODY, STOW_RESULT, error
 from app.routers.uids import StudyUID
-from app.services import audit, stow
+from app.services import stow
 
 router = APIRouter(prefix="/dicom-web", tags=["STOW-RS"])
 
@@ -29,16 +29,6 @@ async def _store(
     media_type = negotiate_json(request.headers.get("accept"))
     content_type = request.headers.get("content-type")
     result = await stow.store(archive, caller.trail, request.stream(), content_type, root, study)
-    refused = [r for r in result.results if r.failure is not None]
-    if refused:
-        caller.trail.touch(
-            studies=(r.study_instance_uid or "" for r in refused),
-            instances=(r.sop_instance_uid or "" for r in refused),
-        )
-        detail = f"{len(refused)} of {len(result.results)} instances refused"
-        await audit.commit(archive, caller.trail, result.status, detail)
-    else:
-        audit.stored_in_transaction(caller.trail)
     return JSONResponse(result.body, status_code=result.status, media_type=media_type)
 
 

@@ -11,48 +11,62 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
 from app.repository.audit import AuditEvent, AuditFilter
+from app.services import audit
 from app.services.archive import Archive
+from app.services.audit import Trail
 
 
-async def add_hospital(archive: Archive, code: str, name: str) -> hospitals.Hospital:
+async def add_hospital(archive: Archive, trail: Trail, code: str, name: str) -> hospitals.Hospital:
     added = await hospitals.add(archive.pool, code, name)
     if added is None:
         raise Conflict(f"hospital {code!r} exists already")
+    trail.event.detail = f"added hospital {added.code}"
+    await audit.commit(archive, trail, 201, trail.event.detail)
     return added
 
 
-async def remove_hospital(archive: Archive, code: str) -> None:
+async def remove_hospital(archive: Archive, trail: Trail, code: str) -> None:
     """Remove a member hospital: its tokens are refused on every node at once; what it
     stored stays."""
     if not await hospitals.remove(archive.pool, code):
         raise NotFound(f"no member hospital {code!r}")
+    await audit.commit(archive, trail, 204, f"removed hospital {code}")
 
 
-async def hospitals_list(archive: Archive) -> list[hospitals.Hospital]:
-    return await hospitals.every(archive.pool)
+async def hospitals_list(archive: Archive, trail: Trail) -> list[hospitals.Hospital]:
+    found = await hospitals.every(archive.pool)
+    await audit.commit(archive, trail, 200)
+    return found
 
 
-async def add_ae(archive: Archive, ae: aes.NewApplicationEntity) -> aes.ApplicationEntity:
+async def add_ae(archive: Archive, trail: Trail, ae: aes.NewApplicationEntity) -> aes.ApplicationEntity:
     """A new known AE of a member hospital (it may then associate, PS3.8 §7.1)."""
     added = await aes.add(archive.pool, ae)
     if added is None:
         if await aes.by_title(archive.pool, ae.ae_title) is not None:
             raise Conflict(f"AE title {ae.ae_title!r} is known already")
         raise BadRequest(f"no member hospital {ae.hospital!r}")
+    trail.event.detail = f"added AE {added.ae_title} of {added.hospital}"
+    await audit.commit(archive, trail, 201, trail.event.detail)
     return added
 
 
-async def aes_list(archive: Archive, hospital_pk: int | None = None) -> list[aes.ApplicationEntity]:
-    return await aes.every(archive.pool, hospital_pk)
+async def aes_list(
+    archive: Archive, trail: Trail, hospital_pk: int | None = None
+) -> list[aes.ApplicationEntity]:
+    found = await aes.every(archive.pool, hospital_pk)
+    await audit.commit(archive, trail, 200)
+    return found
 
 
-async def remove_ae(archive: Archive, ae_title: str) -> None:
+async def remove_ae(archive: Archive, trail: Trail, ae_title: str) -> None:
     if not await aes.remove(archive.pool, ae_title):
         raise NotFound(f"no known AE {ae_title.strip()!r}")
+    await audit.commit(archive, trail, 204, f"removed AE {ae_title.strip()}")
 
 
 async def audit_events(
-    archive: Archive, hospital: str | None, f: AuditFilter, limit: int, offset: int
+    archive: Archive, trail: Trail, hospital: str | None, f: AuditFilter, limit: int, offset: int
 ) -> list[AuditEvent]:
     """Events touching ``hospital``'s data or made by its users (an admin sees their own
     hospital's trail, never another's)."""
@@ -60,7 +74,9 @@ async def audit_events(
         hospital=hospital, patient_id=f.patient_id, study_uid=f.study_uid, subject=f.subject,
         share_id=f.share_id, since=f.since, until=f.until,
     )  # fmt: skip
-    return await audit_repository.search(archive.pool, scoped, limit, offset)
+    events = await audit_repository.search(archive.pool, scoped, limit, offset)
+    await audit.commit(archive, trail, 200, f"{len(events)} events")
+    return events
 
 
 _CSV_FIELDS = [

@@ -18,6 +18,7 @@ from typing import Any
 from app.errors import FilmlessError, NotFound
 from app.repository import jobs as repository
 from app.repository.jobs import NewJob, Progress
+from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 
@@ -130,6 +131,7 @@ async def read(archive: Archive, trail: Trail, job_id: str, limit: int, offset: 
         studies=(o.get("study_instance_uid") or "" for o in outcomes),
         instances=(o.get("sop_instance_uid") or "" for o in outcomes),
     )
+    await audit.commit(archive, trail, 200)
     return {
         "id": job.id,
         "kind": job.kind,

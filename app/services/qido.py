@@ -17,7 +17,9 @@ from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
 from app.repository.qido import TAGS_BY_LEVEL, columns_at
 from app.security.scope import Scope
+from app.services import audit
 from app.services.archive import Archive
+from app.services.audit import Trail
 
 #: Private attributes naming the owning hospital (PS3.5 §7.8.1: block 10 of group 0009).
 OWNER_CREATOR = "FILMLESS"
@@ -68,6 +70,26 @@ async def search(
         (m["0020000D"]["Value"][0], r["patient"], r["hospital"]) for m, r in zip(matches, rows, strict=True)
     ]
     return SearchResult(matches, TRUNCATED_WARNING if more or query.limit_clamped else None, owners)
+
+
+async def search_recorded(
+    archive: Archive,
+    trail: Trail,
+    level: Level,
+    params: Iterable[tuple[str, str]],
+    root: str,
+    path_uids: dict[str, str] | None = None,
+) -> SearchResult:
+    """A QIDO-RS search for the trail's caller, its matches recorded in the trail."""
+    result = await search(archive, trail.scope, level, params, root, path_uids)
+    trail.touch(
+        studies=(o[0] for o in result.owners),
+        patients=(o[1] for o in result.owners),
+        owners=(o[2] for o in result.owners),
+        count=len(result.matches),
+    )
+    await audit.commit(archive, trail, 200)
+    return result
 
 
 def _returned_tags(query: QidoQuery) -> list[str]:

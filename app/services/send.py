@@ -116,6 +116,7 @@ async def submit(archive: Archive, jobs: Jobs, trail: Trail, study: str, destina
         await _audit(archive, trail, study, items, target.label, job)
 
     jobs.launch(job, work)
+    await audit.commit(archive, trail, 202, f"job {job.id}")
     return job
 
 

@@ -55,8 +55,8 @@ async def store(
     study: str | None,
 ) -> StowResponse:
     """Store the request's instances for the caller's hospital. Each stored instance is
-    audited in the transaction that makes it visible; the request's own event (refusals,
-    failures) is committed by the caller."""
+    audited in the transaction that makes it visible; the request's own event records the
+    refused ones, if any."""
     settings = archive.settings
     media = _check_content_type(content_type)
     if media.essence == MediaTypes.DICOM.value:
@@ -76,7 +76,22 @@ async def store(
         for part, _ in spooled:
             with contextlib.suppress(OSError):
                 part.discard()
-    return response(results, root, study)
+    answer = response(results, root, study)
+    await _record_refusals(archive, trail, answer)
+    return answer
+
+
+async def _record_refusals(archive: Archive, trail: Trail, answer: StowResponse) -> None:
+    refused = [r for r in answer.results if r.failure is not None]
+    if not refused:
+        audit.stored_in_transaction(trail)
+        return
+    trail.touch(
+        studies=(r.study_instance_uid or "" for r in refused),
+        instances=(r.sop_instance_uid or "" for r in refused),
+    )
+    detail = f"{len(refused)} of {len(answer.results)} instances refused"
+    await audit.commit(archive, trail, answer.status, detail)
 
 
 async def store_files(archive: Archive, trail: Trail, paths: Sequence[Path]) -> list[InstanceResult]:
