@@ -16,9 +16,7 @@ from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
 from app.errors import FilmlessError, Forbidden, NotFound
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
-from app.repository import shares as share_rows
 from app.repository.audit import AuditFilter
-from app.repository.shares import ShareFilter
 from app.routers.console import console_page, signed_in
 from app.routers.pages import person_name, print_page, study_date, summaries
 from app.routers.responses import IMMUTABLE, stream
@@ -28,7 +26,7 @@ from app.security.principal import Right
 from app.services import admin, audit, qido, rendered
 from app.services.access_pdf import access_page_pdf
 from app.services.audit import Trail, Transaction
-from app.services.shares import ShareRequest, now
+from app.services.shares import ShareFilter, ShareRequest, now
 from app.services.signin import Signed, csrf_ok
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -208,13 +206,13 @@ async def create_share(
     await audit.commit(archive, trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
     pdf_action = f"/console/shares/{share.id}/pdf"
-    response = await print_page(archive, out, status=201, pdf_action=pdf_action, csrf=signed.csrf)
+    response = await print_page(shares, out, status=201, pdf_action=pdf_action, csrf=signed.csrf)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @router.get("/shares")
-async def list_shares(request: Request, archive: ArchiveDep) -> Response:
+async def list_shares(request: Request, shares: SharesDep) -> Response:
     try:
         signed = await _staff(request, Right.SHARE)
     except _SignInFirst:
@@ -222,8 +220,7 @@ async def list_shares(request: Request, archive: ArchiveDep) -> Response:
     assert signed.principal.hospital_pk is not None
     trail = _trail(request, Transaction.SHARE, signed)
     study = request.query_params.get("study") or None
-    found = await share_rows.search(archive.pool, ShareFilter(signed.principal.hospital_pk, study), 200, 0)
-    await audit.commit(archive, trail, 200, f"{len(found)} shares")
+    found = await shares.search(trail, ShareFilter(signed.principal.hospital_pk, study), 200, 0)
     return console_page("console_shares.html", request, signed=signed, shares=found, at=now())
 
 
@@ -251,9 +248,7 @@ async def revoke_share(
         return RedirectResponse("/console/signin", status_code=303)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
-    revoked = await shares.revoke(signed.principal, share_id)
-    trail.event.share_id = share_id
-    await audit.commit(archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}")
+    await shares.revoke(signed.principal, trail, share_id)
     return RedirectResponse(f"/console/shares/{share_id}", status_code=303)
 
 
@@ -282,7 +277,7 @@ async def share_pdf(
     if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
         raise NotFound("these secrets do not belong to this share")
     out = created_out(share, token, access_code, base)
-    studies = await summaries(archive, out.studies)
+    studies = await summaries(shares, out.studies)
     names = ", ".join(sorted({person_name(s["patient_name"]) for s in studies}))
     hospital = str(studies[0]["hospital_name"]) if studies else ""
     body = await asyncio.to_thread(access_page_pdf, out, studies, names, hospital)

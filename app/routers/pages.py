@@ -12,8 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from app.repository import shares as repository
-from app.services.archive import Archive
+from app.services.shares import Shares
 
 router = APIRouter(include_in_schema=False)
 
@@ -55,8 +54,8 @@ def person_name(value: str | None) -> str:
     return f"{given} {family}".strip()
 
 
-async def summaries(archive: Archive, uids: list[str]) -> list[dict[str, Any]]:
-    found = await repository.summaries(archive.pool, uids)
+async def summaries(shares: Shares, uids: list[str]) -> list[dict[str, Any]]:
+    found = await shares.summaries(uids)
     for study in found:
         study["date"] = study_date(study["study_date"])
     return found
@@ -73,12 +72,10 @@ class PrintedShare(Protocol):
     def page_url(self) -> str: ...
 
 
-async def print_page(
-    archive: Archive, created: PrintedShare, status: int = 200, **extra: Any
-) -> HTMLResponse:
+async def print_page(shares: Shares, created: PrintedShare, status: int = 200, **extra: Any) -> HTMLResponse:
     """What the film library prints or faxes instead of burning a CD (``extra``: more for
     the template, e.g. the console's PDF download form)."""
-    studies = await summaries(archive, created.studies)
+    studies = await summaries(shares, created.studies)
     names = sorted({person_name(s["patient_name"]) for s in studies})
     qr = segno.make(created.page_url, error="m").svg_inline(scale=4, title="Link to the images")
     hospital = str(studies[0]["hospital_name"]) if studies else ""

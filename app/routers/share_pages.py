@@ -16,7 +16,6 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
 from app.http.deps import ArchiveDep, BaseDep, SharesDep, get_shares
-from app.repository import retrieve
 from app.routers.pages import page, print_page, summaries
 from app.routers.shares_api import created_out
 from app.security.principal import Right
@@ -66,7 +65,7 @@ async def share_page(
             return page("challenge.html", challenge=access.share.challenge, action=f"/s/{secret}")
         return await _open(archive, request, access)
     share = access.share
-    studies = await summaries(archive, share.studies)
+    studies = await summaries(shares, share.studies)
     trail = _trail(request, access)
     trail.touch(studies=share.studies, patients=(s["patient_id"] for s in studies))
     await audit.commit(archive, trail, 200, "access page")
@@ -161,12 +160,11 @@ async def study_page(
         study = next((s for s in access.share.studies if remap_uid(key, s) == study), "")
     if access is None or study not in access.share.studies:
         return await _unavailable(archive, request)
-    found_studies = await summaries(archive, [study])
+    found_studies = await summaries(shares, [study])
     if not found_studies:
         return await _unavailable(archive, request)
     found = found_studies[0]
-    scope = principal_for(access.share).scope
-    uids = await retrieve.instance_uids(archive.pool, scope, study, None)
+    uids = await shares.instance_uids(access.share, study)
     series: dict[str, list[str]] = {}
     for series_uid, instance_uid in uids:
         if key is not None:
@@ -197,7 +195,7 @@ async def download(secret: str, request: Request, archive: ArchiveDep, shares: S
         return page("message.html", 403, heading="Download not offered",
                     message="This share lets you view the images, not download them.")  # fmt: skip
     await shares.take_use(access.share.id)
-    instances = await retrieve.export(archive.pool, access.share.studies)
+    instances = await shares.exported(access.share)
     trail.touch(
         studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
         owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
@@ -214,7 +212,7 @@ async def reshare_form(secret: str, request: Request, archive: ArchiveDep, share
     if access is None or "reshare" not in access.share.permissions:
         return await _unavailable(archive, request)
     days = max(1, (access.share.expires_at - now()).days)
-    return page("reshare.html", share=access.share, studies=await summaries(archive, access.share.studies),
+    return page("reshare.html", share=access.share, studies=await summaries(shares, access.share.studies),
                 page=f"/s/{secret}", max_days=days)  # fmt: skip
 
 
@@ -246,9 +244,7 @@ async def reshare(
     except FilmlessError as refused:
         await audit.commit(archive, trail, refused.status, refused.message)
         return page("reshare.html", refused.status, share=parent, error=refused.message, page=f"/s/{secret}",
-                    studies=await summaries(archive, parent.studies), max_days=days)  # fmt: skip
+                    studies=await summaries(shares, parent.studies), max_days=days)  # fmt: skip
     trail.touch(studies=created.share.studies)
     await audit.commit(archive, trail, 201, f"created child share {created.share.id}")
-    return await print_page(
-        archive, created_out(created.share, created.token, created.access_code, base), 201
-    )
+    return await print_page(shares, created_out(created.share, created.token, created.access_code, base), 201)

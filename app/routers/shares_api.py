@@ -12,13 +12,9 @@ from pydantic import BaseModel, Field
 
 from app.dicom.query import MAX_OFFSET
 from app.dicom.uids import UID_MAX_LENGTH, UID_PATTERN
-from app.errors import NotFound
-from app.http.deps import ArchiveDep, BaseDep, Sharer, SharesDep
-from app.repository import shares as repository
-from app.repository.shares import ShareFilter, ShareRow
+from app.http.deps import BaseDep, Sharer, SharesDep
 from app.routers.pages import print_page
-from app.services import audit
-from app.services.shares import ShareRequest, now
+from app.services.shares import ShareFilter, ShareRequest, ShareRow, now
 
 router = APIRouter(prefix="/api/shares", tags=["Shares"])
 
@@ -95,24 +91,21 @@ def created_out(share: ShareRow, token: str, code: str, base: str) -> ShareCreat
     },
 )
 async def create_share(
-    body: ShareIn, request: Request, archive: ArchiveDep, base: BaseDep, caller: Sharer, shares: SharesDep
+    body: ShareIn, request: Request, base: BaseDep, caller: Sharer, shares: SharesDep
 ) -> Response:
-    created = await shares.create(caller.principal, ShareRequest(**body.model_dump()))
+    created = await shares.share(caller.principal, caller.trail, ShareRequest(**body.model_dump()))
     share = created.share
-    caller.trail.event.share_id = share.id
-    caller.trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
-    await audit.commit(archive, caller.trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
     out.burned_in_warning = await shares.burned_in_warning(share)
     if "text/html" in request.headers.get("accept", ""):
-        return await print_page(archive, out, status=201)
+        return await print_page(shares, out, status=201)
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
 @router.get("", summary="List shares of the caller's hospital", response_model=list[ShareOut])
 async def list_shares(
-    archive: ArchiveDep,
     caller: Sharer,
+    shares: SharesDep,
     study: Annotated[str | None, Query(description="Study Instance UID")] = None,
     patient: Annotated[str | None, Query(description="PatientID")] = None,
     creator: Annotated[str | None, Query(description="Subject who created it")] = None,
@@ -122,17 +115,13 @@ async def list_shares(
 ) -> list[ShareOut]:
     assert caller.principal.hospital_pk is not None
     f = ShareFilter(caller.principal.hospital_pk, study, patient, creator, state)
-    found = await repository.search(archive.pool, f, limit, offset)
-    await audit.commit(archive, caller.trail, 200, f"{len(found)} shares")
+    found = await shares.search(caller.trail, f, limit, offset)
     return [share_out(s) for s in found]
 
 
 @router.get("/{share_id}", summary="A share and its access history")
-async def get_share(share_id: str, archive: ArchiveDep, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
-    share = await shares.visible(caller.principal, share_id)
-    history = await shares.history(share.id)
-    caller.trail.event.share_id = share.id
-    await audit.commit(archive, caller.trail, 200)
+async def get_share(share_id: str, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
+    share, history = await shares.inspect(caller.principal, caller.trail, share_id)
     events = [
         {"at": e.at, "transaction": e.transaction, "outcome": e.outcome, "client_address": e.client_address,
          "user_agent": e.user_agent, "studies": e.study_uids, "instances": e.instances, "bytes": e.bytes,
@@ -145,14 +134,8 @@ async def get_share(share_id: str, archive: ArchiveDep, caller: Sharer, shares: 
 
 
 @router.post("/{share_id}/revoke", summary="Revoke a share and every share minted from it")
-async def revoke_share(
-    share_id: str, archive: ArchiveDep, caller: Sharer, shares: SharesDep
-) -> dict[str, Any]:
-    revoked = await shares.revoke(caller.principal, share_id)
-    caller.trail.event.share_id = share_id
-    await audit.commit(
-        archive, caller.trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
-    )
+async def revoke_share(share_id: str, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
+    revoked = await shares.revoke(caller.principal, caller.trail, share_id)
     return {"revoked": revoked}
 
 
@@ -163,19 +146,11 @@ async def revoke_share(
 )
 async def print_share(
     share_id: str,
-    archive: ArchiveDep,
     base: BaseDep,
     caller: Sharer,
     shares: SharesDep,
     token: Annotated[str, Form(max_length=100)],
     access_code: Annotated[str, Form(max_length=40)],
 ) -> HTMLResponse:
-    # Secrets are stored only as hashes: the page can be printed only by whoever holds them.
-    share = await shares.visible(caller.principal, share_id)
-    access = await shares.resolve(token)
-    opened = await shares.peek_code(access_code)
-    if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
-        raise NotFound("these secrets do not belong to this share")
-    caller.trail.event.share_id = share.id
-    await audit.commit(archive, caller.trail, 200, "printed")
-    return await print_page(archive, created_out(share, token, access_code, base))
+    share = await shares.reprint(caller.principal, caller.trail, share_id, token, access_code)
+    return await print_page(shares, created_out(share, token, access_code, base))

@@ -13,13 +13,18 @@ import asyncio
 import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Any
 
 from app.dicom.deidentification import Pseudonyms
 from app.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from app.repository import audit as audit_repository
+from app.repository import retrieve
 from app.repository import shares as repository
 from app.repository.audit import AuditEvent, AuditFilter
-from app.repository.shares import NewShare, ShareRow
+from app.repository.retrieve import Exported
+from app.repository.shares import NewShare
+from app.repository.shares import ShareFilter as ShareFilter
+from app.repository.shares import ShareRow as ShareRow
 from app.security.principal import Principal, Right
 from app.security.share_secrets import (
     Hasher,
@@ -29,6 +34,7 @@ from app.security.share_secrets import (
     normalize_answer,
     normalize_code,
 )
+from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 
@@ -155,9 +161,60 @@ class Shares:
             raise BadRequest("challenge must be 'birthdate' or 'pin'")
         return self.hasher.digest(f"challenge:{share_id}", answer)
 
-    async def revoke(self, by: Principal, share_id: str) -> list[str]:
+    async def share(self, by: Principal, trail: Trail, request: ShareRequest) -> CreatedShare:
+        """A staff member's new share (:meth:`create`), recorded."""
+        created = await self.create(by, request)
+        share = created.share
+        trail.event.share_id = share.id
+        trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
+        await audit.commit(self.archive, trail, 201, f"created share {share.id}")
+        return created
+
+    async def search(self, trail: Trail, f: ShareFilter, limit: int, offset: int) -> list[ShareRow]:
+        found = await repository.search(self.archive.pool, f, limit, offset)
+        await audit.commit(self.archive, trail, 200, f"{len(found)} shares")
+        return found
+
+    async def inspect(self, by: Principal, trail: Trail, share_id: str) -> tuple[ShareRow, list[AuditEvent]]:
+        """A share of the caller's hospital and its access history."""
         share = await self.visible(by, share_id)
-        return await repository.revoke(self.archive.pool, share.id, by.subject)
+        history = await self.history(share.id)
+        trail.event.share_id = share.id
+        await audit.commit(self.archive, trail, 200)
+        return share, history
+
+    async def revoke(self, by: Principal, trail: Trail, share_id: str) -> list[str]:
+        share = await self.visible(by, share_id)
+        revoked = await repository.revoke(self.archive.pool, share.id, by.subject)
+        trail.event.share_id = share_id
+        await audit.commit(
+            self.archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
+        )
+        return revoked
+
+    async def reprint(self, by: Principal, trail: Trail, share_id: str, token: str, code: str) -> ShareRow:
+        """The share whose secrets ``token`` and ``code`` are, for printing its page again.
+        Secrets are stored only as hashes: only whoever holds them can print it."""
+        share = await self.visible(by, share_id)
+        access = await self.resolve(token)
+        opened = await self.peek_code(code)
+        if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
+            raise NotFound("these secrets do not belong to this share")
+        trail.event.share_id = share.id
+        await audit.commit(self.archive, trail, 200, "printed")
+        return share
+
+    async def summaries(self, uids: list[str]) -> list[dict[str, Any]]:
+        """What the pages show of the shared studies (those still stored)."""
+        return await repository.summaries(self.archive.pool, uids)
+
+    async def instance_uids(self, share: ShareRow, study: str) -> list[tuple[str, str]]:
+        """(Series, SOP Instance UID) of each instance of a shared study, as the share sees it."""
+        return await retrieve.instance_uids(self.archive.pool, principal_for(share).scope, study, None)
+
+    async def exported(self, share: ShareRow) -> list[Exported]:
+        """The stored instances of a share's studies, for its download."""
+        return await retrieve.export(self.archive.pool, share.studies)
 
     async def visible(self, by: Principal, share_id: str) -> ShareRow:
         """A share of the caller's hospital (another hospital's is 404)."""
