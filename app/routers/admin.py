@@ -12,9 +12,8 @@ from pydantic import BaseModel, Field
 
 from app.dicom.query import MAX_OFFSET
 from app.http.deps import Administrator, ArchiveDep, Auditor
-from app.repository import aes
-from app.repository.audit import AuditFilter
 from app.services import admin
+from app.services.admin import ApplicationEntity, AuditFilter, NewApplicationEntity
 
 router = APIRouter(prefix="/api", tags=["Administration"])
 
@@ -79,7 +78,7 @@ class AeOut(BaseModel):
     created_at: dt.datetime
 
 
-def _ae_out(ae: aes.ApplicationEntity) -> AeOut:
+def _ae_out(ae: ApplicationEntity) -> AeOut:
     return AeOut(**{name: getattr(ae, name) for name in AeOut.model_fields})
 
 
@@ -91,7 +90,7 @@ async def list_aes(archive: ArchiveDep, caller: Administrator) -> list[AeOut]:
 
 @router.post("/aes", status_code=201, summary="Add a known DICOM application entity", response_model=AeOut)
 async def add_ae(body: AeIn, archive: ArchiveDep, caller: Administrator) -> AeOut:
-    added = await admin.add_ae(archive, caller.trail, aes.NewApplicationEntity(**body.model_dump()))
+    added = await admin.add_ae(archive, caller.trail, NewApplicationEntity(**body.model_dump()))
     return _ae_out(added)
 
 

@@ -10,11 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.errors import FilmlessError
 from app.http.deps import ArchiveDep
-from app.repository.audit import AuditFilter
 from app.routers.console import console_page
 from app.routers.console_studies import _SignInFirst, _staff, _trail
 from app.security.principal import Right
 from app.services import admin, audit
+from app.services.admin import AuditFilter
 from app.services.audit import Transaction
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -16,7 +16,6 @@ from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
 from app.errors import FilmlessError, Forbidden, NotFound
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
-from app.repository.audit import AuditFilter
 from app.routers.console import console_page, signed_in
 from app.routers.pages import person_name, print_page, study_date, summaries
 from app.routers.responses import IMMUTABLE, stream
@@ -25,6 +24,7 @@ from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Right
 from app.services import admin, audit, qido, rendered
 from app.services.access_pdf import access_page_pdf
+from app.services.admin import AuditFilter
 from app.services.audit import Trail, Transaction
 from app.services.shares import ShareFilter, ShareRequest, now
 from app.services.signin import Signed, csrf_ok

@@ -10,7 +10,10 @@ from dataclasses import asdict
 from app.errors import BadRequest, Conflict, NotFound
 from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
-from app.repository.audit import AuditEvent, AuditFilter
+from app.repository.aes import ApplicationEntity as ApplicationEntity
+from app.repository.aes import NewApplicationEntity as NewApplicationEntity
+from app.repository.audit import AuditEvent
+from app.repository.audit import AuditFilter as AuditFilter
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
