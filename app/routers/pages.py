@@ -55,10 +55,14 @@ def person_name(value: str | None) -> str:
 
 
 async def summaries(shares: Shares, uids: list[str]) -> list[dict[str, Any]]:
-    found = await shares.summaries(uids)
-    for study in found:
+    return dated(await shares.summaries(uids))
+
+
+def dated(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Study summaries with their date for people (``date``)."""
+    for study in studies:
         study["date"] = study_date(study["study_date"])
-    return found
+    return studies
 
 
 class PrintedShare(Protocol):

@@ -15,15 +15,13 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
-from app.http.deps import ArchiveDep, BaseDep, SharesDep, get_shares
-from app.routers.pages import page, print_page, summaries
+from app.http.deps import ArchiveDep, BaseDep, SharesDep
+from app.routers.pages import dated, page, print_page, summaries
 from app.routers.shares_api import created_out
-from app.security.principal import Right
-from app.services import audit
-from app.services.archive import Archive
+from app.services import audit, share_access
 from app.services.audit import Trail, Transaction
 from app.services.download import zip_stream
-from app.services.shares import Access, ShareRequest, narrower, now, principal_for
+from app.services.shares import Access, ShareRequest, Shares, now, principal_for
 
 router = APIRouter(tags=["Share access"])
 
@@ -39,36 +37,28 @@ def _trail(request: Request, access: Access | None) -> Trail:
     return trail
 
 
-async def _unavailable(archive: Archive, request: Request) -> Response:
-    await audit.commit(archive, _trail(request, None), 404, "unknown, expired, revoked or used-up share")
+async def _unavailable(shares: Shares, request: Request) -> Response:
+    await share_access.unavailable(shares, _trail(request, None))
     return page("unavailable.html", 404)
 
 
-async def _open(archive: Archive, request: Request, access: Access) -> Response:
+async def _open(shares: Shares, request: Request, access: Access) -> Response:
     """The gate is passed: a session (one use), and on to its page."""
-    session = await get_shares(request).open_session(access.share)
-    trail = _trail(request, access)
-    trail.touch(studies=access.share.studies)
-    await audit.commit(archive, trail, 303, "share opened")
+    session = await share_access.open_gate(shares, _trail(request, access), access)
     return RedirectResponse(f"/s/{session}", status_code=303)
 
 
 @router.get("/s/{secret}", summary="A share's access page", response_class=Response)
-async def share_page(
-    secret: str, request: Request, archive: ArchiveDep, base: BaseDep, shares: SharesDep
-) -> Response:
+async def share_page(secret: str, request: Request, base: BaseDep, shares: SharesDep) -> Response:
     access = await shares.resolve(secret)
     if access is None:
-        return await _unavailable(archive, request)
+        return await _unavailable(shares, request)
     if not access.via_session:
         if access.needs_challenge:
             return page("challenge.html", challenge=access.share.challenge, action=f"/s/{secret}")
-        return await _open(archive, request, access)
+        return await _open(shares, request, access)
     share = access.share
-    studies = await summaries(shares, share.studies)
-    trail = _trail(request, access)
-    trail.touch(studies=share.studies, patients=(s["patient_id"] for s in studies))
-    await audit.commit(archive, trail, 200, "access page")
+    studies = dated(await share_access.access_page(shares, _trail(request, access), access))
     key = shares.deidentify_key(share)
     return page(
         "share.html", share=share, studies=_shown(studies, key), page=f"/s/{secret}",
@@ -92,31 +82,25 @@ def _shown(studies: list[dict[str, Any]], key: bytes | None) -> list[dict[str, A
 async def answer_challenge(
     secret: str,
     request: Request,
-    archive: ArchiveDep,
     shares: SharesDep,
     answer: Annotated[str, Form(max_length=40)],
 ) -> Response:
     access = await shares.resolve(secret)
     if access is None or access.share.challenge is None or access.via_session:
-        return await _unavailable(archive, request)
-    return await _challenged(archive, request, access, answer, f"/s/{secret}", None)
+        return await _unavailable(shares, request)
+    return await _challenged(shares, request, access, answer, f"/s/{secret}", None)
 
 
 async def _challenged(
-    archive: Archive, request: Request, access: Access, answer: str, action: str, code: str | None
+    shares: Shares, request: Request, access: Access, answer: str, action: str, code: str | None
 ) -> Response:
-    shares = get_shares(request)
+    trail = _trail(request, access)
     try:
-        session = await shares.answer(access, answer, _client(request))
+        session = await share_access.answer_challenge(shares, trail, access, answer, _client(request))
     except (Forbidden, TooManyRequests) as refused:
-        trail = _trail(request, access)
-        await audit.commit(archive, trail, refused.status, refused.message)
         challenge = access.share.challenge
         return page("challenge.html", refused.status, challenge=challenge, action=action, code=code,
                     error=refused.message)  # fmt: skip
-    trail = _trail(request, access)
-    trail.touch(studies=access.share.studies)
-    await audit.commit(archive, trail, 303, "challenge passed")
     return RedirectResponse(f"/s/{session}", status_code=303)
 
 
@@ -128,21 +112,19 @@ async def code_form() -> Response:
 @router.post("/access", summary="Open a share with its access code", response_class=Response)
 async def enter_code(
     request: Request,
-    archive: ArchiveDep,
     shares: SharesDep,
     code: Annotated[str, Form(max_length=40)],
     answer: Annotated[str | None, Form(max_length=40)] = None,
 ) -> Response:
     try:
-        access = await shares.enter_code(code, _client(request))
+        access = await share_access.enter_code(shares, _trail(request, None), code, _client(request))
     except (Forbidden, TooManyRequests) as refused:
-        await audit.commit(archive, _trail(request, None), refused.status, refused.message)
         return page("code.html", refused.status, error=refused.message)
     if access.share.challenge is None:
-        return await _open(archive, request, access)
+        return await _open(shares, request, access)
     if answer is None:
         return page("challenge.html", challenge=access.share.challenge, action="/access", code=code)
-    return await _challenged(archive, request, access, answer, "/access", code)
+    return await _challenged(shares, request, access, answer, "/access", code)
 
 
 async def _session(shares: SharesDep, secret: str) -> Access | None:
@@ -151,22 +133,18 @@ async def _session(shares: SharesDep, secret: str) -> Access | None:
 
 
 @router.get("/s/{secret}/studies/{study}", summary="A shared study's images", response_class=Response)
-async def study_page(
-    secret: str, study: str, request: Request, archive: ArchiveDep, shares: SharesDep
-) -> Response:
+async def study_page(secret: str, study: str, request: Request, shares: SharesDep) -> Response:
     access = await _session(shares, secret)
     key = None if access is None else shares.deidentify_key(access.share)
     if access is not None and key is not None:  # a replacement UID: the original it stands for
         study = next((s for s in access.share.studies if remap_uid(key, s) == study), "")
     if access is None or study not in access.share.studies:
-        return await _unavailable(archive, request)
-    found_studies = await summaries(shares, [study])
-    if not found_studies:
-        return await _unavailable(archive, request)
-    found = found_studies[0]
-    uids = await shares.instance_uids(access.share, study)
+        return await _unavailable(shares, request)
+    view = await share_access.study_page(shares, _trail(request, access), access, study)
+    if view is None:
+        return page("unavailable.html", 404)
     series: dict[str, list[str]] = {}
-    for series_uid, instance_uid in uids:
+    for series_uid, instance_uid in view.instances:
         if key is not None:
             series_uid, instance_uid = remap_uid(key, series_uid), remap_uid(key, instance_uid)
         series.setdefault(series_uid, []).append(instance_uid)
@@ -174,10 +152,7 @@ async def study_page(
         {"uid": uid, "description": f"Series {n}", "images": images}
         for n, (uid, images) in enumerate(series.items(), start=1)
     ]
-    trail = _trail(request, access)
-    trail.touch(studies=[study], patients=[found["patient_id"]], owners=[found["hospital"]], count=len(uids))
-    await audit.commit(archive, trail, 200, "study page")
-    (found,) = _shown([found], key)
+    (found,) = _shown(dated([view.summary]), key)
     return page("study.html", study=found, series_list=series_list, page=f"/s/{secret}",
                 root=f"/share/{secret}/dicom-web")  # fmt: skip
 
@@ -186,31 +161,24 @@ async def study_page(
 async def download(secret: str, request: Request, archive: ArchiveDep, shares: SharesDep) -> Response:
     access = await _session(shares, secret)
     if access is None:
-        return await _unavailable(archive, request)
-    principal = shares.principal_for(access.share)
-    trail = audit.start(request, Transaction.SHARE_DOWNLOAD)
-    trail.identify(principal)
-    if Right.DOWNLOAD not in principal.rights:
-        await audit.commit(archive, trail, 403, "download not permitted")
+        return await _unavailable(shares, request)
+    try:
+        instances = await share_access.download(
+            shares, audit.start(request, Transaction.SHARE_DOWNLOAD), access
+        )
+    except Forbidden:
         return page("message.html", 403, heading="Download not offered",
                     message="This share lets you view the images, not download them.")  # fmt: skip
-    await shares.take_use(access.share.id)
-    instances = await shares.exported(access.share)
-    trail.touch(
-        studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
-        owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
-    )  # fmt: skip
-    await audit.commit(archive, trail, 200, "ZIP download")
     headers = {"Content-Disposition": 'attachment; filename="images.zip"'}
     body = zip_stream(archive, instances, shares.deidentify_key(access.share))
     return StreamingResponse(body, media_type="application/zip", headers=headers)
 
 
 @router.get("/s/{secret}/reshare", summary="Form to share further", response_class=Response)
-async def reshare_form(secret: str, request: Request, archive: ArchiveDep, shares: SharesDep) -> Response:
+async def reshare_form(secret: str, request: Request, shares: SharesDep) -> Response:
     access = await _session(shares, secret)
     if access is None or "reshare" not in access.share.permissions:
-        return await _unavailable(archive, request)
+        return await _unavailable(shares, request)
     days = max(1, (access.share.expires_at - now()).days)
     return page("reshare.html", share=access.share, studies=await summaries(shares, access.share.studies),
                 page=f"/s/{secret}", max_days=days)  # fmt: skip
@@ -220,7 +188,6 @@ async def reshare_form(secret: str, request: Request, archive: ArchiveDep, share
 async def reshare(
     secret: str,
     request: Request,
-    archive: ArchiveDep,
     base: BaseDep,
     shares: SharesDep,
     studies: Annotated[list[str], Form()],
@@ -231,20 +198,15 @@ async def reshare(
 ) -> Response:
     access = await _session(shares, secret)
     if access is None:
-        return await _unavailable(archive, request)
+        return await _unavailable(shares, request)
     parent = access.share
     permissions = ["view", "download"] if download == "yes" else ["view"]
     expires = min(parent.expires_at, now() + dt.timedelta(days=days))
     asked = ShareRequest(studies, expires, permissions, recipient=recipient or None,
                          challenge="pin" if pin else None, pin=pin or None)  # fmt: skip
-    trail = _trail(request, access)
     try:
-        narrower(parent, asked)
-        created = await shares.create(principal_for(parent), asked, parent=parent)
+        created = await share_access.reshare(shares, _trail(request, access), access, asked)
     except FilmlessError as refused:
-        await audit.commit(archive, trail, refused.status, refused.message)
         return page("reshare.html", refused.status, share=parent, error=refused.message, page=f"/s/{secret}",
                     studies=await summaries(shares, parent.studies), max_days=days)  # fmt: skip
-    trail.touch(studies=created.share.studies)
-    await audit.commit(archive, trail, 201, f"created child share {created.share.id}")
     return await print_page(shares, created_out(created.share, created.token, created.access_code, base), 201)
