@@ -4,9 +4,8 @@ every value travels as a ``$n`` parameter."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
 
 from app.dicom.levels import Level
 from app.dicom.names import fold
@@ -204,9 +203,31 @@ def _fuzzy_regex(value: str) -> str:
     return rf"(^|[\^= ]){body}"
 
 
+@dataclass(frozen=True)
+class Found:
+    """One match of a search: the asked-for attributes' values by tag, and whose it is."""
+
+    values: dict[str, Any]
+    patient: str
+    hospital: str
+    hospital_name: str
+    #: The stored JSON of the attributes the level's tables do not hold, when asked for.
+    extra: str | None
+
+
 async def search(
     pool: Pool, scope: Scope, query: QidoQuery, tags: list[str], extra: list[str] | None
-) -> list[asyncpg.Record]:
+) -> list[Found]:
     sql, values = build(query, tags, extra, scope)
     async with connection(pool) as conn:
-        return list(await conn.fetch(sql, *values))
+        rows = await conn.fetch(sql, *values)
+    return [
+        Found(
+            {tag: row[tag] for tag in tags},
+            row["patient"],
+            row["hospital"],
+            row["hospital_name"],
+            row["extra"] if "extra" in row.keys() else None,
+        )
+        for row in rows
+    ]

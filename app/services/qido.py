@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import asyncpg
 
 from app.dicom.attributes import BY_TAG, vr_of
 from app.dicom.elements import JsonDataset, element
@@ -15,7 +12,7 @@ from app.dicom.levels import Level
 from app.dicom.modules import belongs_to
 from app.dicom.query import QidoQuery, parse_query
 from app.repository import qido as repository
-from app.repository.qido import TAGS_BY_LEVEL, columns_at
+from app.repository.qido import TAGS_BY_LEVEL, Found, columns_at
 from app.security.scope import Scope
 from app.services import audit
 from app.services.archive import Archive
@@ -66,9 +63,7 @@ async def search(
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     matches = [_dataset(query, row, tags, root) for row in rows]
-    owners = [
-        (m["0020000D"]["Value"][0], r["patient"], r["hospital"]) for m, r in zip(matches, rows, strict=True)
-    ]
+    owners = [(m["0020000D"]["Value"][0], r.patient, r.hospital) for m, r in zip(matches, rows, strict=True)]
     return SearchResult(matches, TRUNCATED_WARNING if more or query.limit_clamped else None, owners)
 
 
@@ -107,25 +102,24 @@ def _returned_tags(query: QidoQuery) -> list[str]:
     return tags
 
 
-def _dataset(query: QidoQuery, row: asyncpg.Record, tags: list[str], root: str) -> JsonDataset:
+def _dataset(query: QidoQuery, row: Found, tags: list[str], root: str) -> JsonDataset:
     dataset: JsonDataset = {}
-    if "extra" in row.keys() and row["extra"]:
-        stored = _without_bulk(json.loads(row["extra"]))
+    if row.extra:
+        stored = _without_bulk(json.loads(row.extra))
         if query.include_all:
             # "all" means the attributes of the level's entity (PS3.18 §8.3.4.3), plus any
             # named explicitly.
             stored = {t: v for t, v in stored.items() if belongs_to(query.level, t) or t in query.include}
         dataset.update(stored)
     for tag in tags:
-        value: Any = row[tag]
-        dataset[tag] = element(vr_of(tag), value)
+        dataset[tag] = element(vr_of(tag), row.values[tag])
     # Everything the archive returns is stored and retrievable now (PS3.18 Table 10.6.3-3).
     dataset["00080056"] = element("CS", "ONLINE")
     # The member hospital that owns the data, in the archive's private block (documented
     # in the README's conformance notes): regional results mix hospitals.
     dataset[OWNER_CREATOR_TAG] = element("LO", OWNER_CREATOR)
-    dataset[OWNER_CODE_TAG] = element("LO", row["hospital"])
-    dataset[OWNER_NAME_TAG] = element("LO", row["hospital_name"])
+    dataset[OWNER_CODE_TAG] = element("LO", row.hospital)
+    dataset[OWNER_NAME_TAG] = element("LO", row.hospital_name)
     dataset["00081190"] = element("UR", _retrieve_url(query.level, dataset, root))
     return dict(sorted(dataset.items()))
 
