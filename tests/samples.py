@@ -15,6 +15,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from app.dicom.header import ParsedInstance, read_instance
+
 #: Bundled files covering the shapes the archive must round-trip.
 SAMPLE_FILES = {
     "ct": "CT_small.dcm",  # native 16-bit
@@ -98,3 +100,9 @@ def split_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str]
                 headers[name.strip().lower()] = value.strip()
         parts.append((headers, payload))
     return parts
+
+
+def read_header(path: Path) -> ParsedInstance:
+    """The header of the file at ``path``, opened as the STOW-RS service opens it."""
+    with path.open("rb") as file:
+        return read_instance(file)

@@ -13,12 +13,11 @@ ranged reads of the stored object. Values are located in the file's own byte ord
 
 from __future__ import annotations
 
-import os
+import io
 import re
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import pydicom
@@ -26,7 +25,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, VR
 
@@ -137,30 +136,32 @@ class ParsedInstance:
         return self.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
 
 
-def read_instance(path: Path) -> ParsedInstance:
-    """Parse the Part 10 file at ``path`` (blocking: run it in a thread).
+def read_instance(fp: BinaryIO) -> ParsedInstance:
+    """Parse the Part 10 file ``fp``, opened for binary reading and seekable by the caller,
+    who owns it (blocking: run it in a thread). Values over the threshold are left unread
+    and come from ``fp`` while this runs only: it may be closed afterwards.
 
     Requires the 128-byte preamble, the ``DICM`` prefix and File Meta Information with a
     Transfer Syntax UID (PS3.10 §7.1), and non-empty SOP Class, SOP Instance, Study and
     Series Instance UIDs. Raises HeaderError otherwise, or if the file is truncated or
-    malformed; OSError only if ``path`` cannot be opened."""
-    with path.open("rb") as fp:
-        size = os.fstat(fp.fileno()).st_size
-        transfer_syntax = _transfer_syntax(fp, path)
-        deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
-        ds = _parse(fp, deflated)
-        pixel_at = fp.tell()
-        if deflated:
-            pixel, bulk = None, _locate_bulk(ds, inflated=True)
-        else:
-            _check_lengths(ds, size, pixel_at)
-            bulk = _locate_bulk(ds, inflated=False)
-            implicit, little = ds.original_encoding[0], ds.original_encoding[1]
-            pixel = _pixel_layout(fp.fileno(), pixel_at, size, bool(implicit), bool(little))
-            if pixel is None and "Rows" in ds and "PixelDataProviderURL" not in ds:
-                # PS3.3 §C.7.6.3: Pixel Data is required with the Image Pixel Module unless
-                # it is provided by reference; its absence here means a cut-off file.
-                raise HeaderError("truncated file: the Image Pixel Module has no Pixel Data")
+    malformed; OSError only if ``fp`` cannot be read."""
+    size = fp.seek(0, io.SEEK_END)
+    fp.seek(0)
+    transfer_syntax = _transfer_syntax(fp)
+    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+    ds = _parse(fp, deflated)
+    pixel_at = fp.tell()
+    if deflated:
+        pixel, bulk = None, _locate_bulk(ds, inflated=True)
+    else:
+        _check_lengths(ds, size, pixel_at)
+        bulk = _locate_bulk(ds, inflated=False)
+        implicit, little = ds.original_encoding[0], ds.original_encoding[1]
+        pixel = _pixel_layout(fp, pixel_at, size, bool(implicit), bool(little))
+        if pixel is None and "Rows" in ds and "PixelDataProviderURL" not in ds:
+            # PS3.3 §C.7.6.3: Pixel Data is required with the Image Pixel Module unless
+            # it is provided by reference; its absence here means a cut-off file.
+            raise HeaderError("truncated file: the Image Pixel Module has no Pixel Data")
     if pixel is not None:
         bulk[f"{pixel.tag:08X}"] = BulkLocation(pixel.value_offset, pixel.value_length)
     return ParsedInstance(
@@ -190,13 +191,15 @@ def to_dicom_json(parsed: ParsedInstance) -> dict[str, Any]:
     return result
 
 
-def _transfer_syntax(fp: BinaryIO, path: Path) -> str:
+def _transfer_syntax(fp: BinaryIO) -> str:
     """Check the preamble and prefix and read the File Meta Information (PS3.10 §7.1)."""
     head = fp.read(132)
     if len(head) < 132 or head[128:] != b"DICM":
         raise HeaderError("not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble")
     try:
-        meta = read_file_meta_info(path)
+        # What pydicom's read_file_meta_info does after opening a path and checking the
+        # prefix (done above): the group 0002 elements from the file already open.
+        meta = _read_file_meta_info(fp)
         uid = meta.get("TransferSyntaxUID")
     except _PARSE_ERRORS as exc:
         raise HeaderError(f"unreadable File Meta Information ({type(exc).__name__})") from exc
@@ -346,12 +349,18 @@ def _bulk_vr(ds: Dataset, tag: int) -> str:
     return str(item.VR)
 
 
-def _pixel_layout(fd: int, at: int, size: int, implicit: bool, little: bool) -> PixelLayout | None:
+def _pread(fp: BinaryIO, length: int, at: int) -> bytes:
+    """Up to ``length`` bytes of ``fp`` at offset ``at``."""
+    fp.seek(at)
+    return fp.read(length)
+
+
+def _pixel_layout(fp: BinaryIO, at: int, size: int, implicit: bool, little: bool) -> PixelLayout | None:
     """Parse the Pixel Data element header at ``at``, where pydicom stopped reading."""
     if at >= size:
         return None
     order = "<" if little else ">"
-    head = os.pread(fd, 12, at)
+    head = _pread(fp, 12, at)
     if len(head) < 8:
         raise HeaderError(f"truncated file: incomplete element header at offset {at}")
     group, element = struct.unpack(order + "HH", head[:4])
@@ -365,19 +374,19 @@ def _pixel_layout(fd: int, at: int, size: int, implicit: bool, little: bool) -> 
     else:
         raise HeaderError(f"malformed Pixel Data element: VR {vr!r}")
     if length == _UNDEFINED:
-        table, fragments = _encapsulated(fd, value_at, size, order)
-        return PixelLayout(tag, vr, value_at, None, True, fragments, table, _frame_starts(fd, fragments))
+        table, fragments = _encapsulated(fp, value_at, size, order)
+        return PixelLayout(tag, vr, value_at, None, True, fragments, table, _frame_starts(fp, fragments))
     if value_at + length > size:
         raise HeaderError("truncated file: Pixel Data runs past the end of the file")
     return PixelLayout(tag, vr, value_at, length, False)
 
 
-def _encapsulated(fd: int, at: int, size: int, order: str) -> tuple[list[int], list[tuple[int, int]]]:
+def _encapsulated(fp: BinaryIO, at: int, size: int, order: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Walk the items of encapsulated Pixel Data (PS3.5 §A.4) by their headers alone:
     the Basic Offset Table item, then one item per fragment, then the delimiter."""
     items: list[tuple[int, int]] = []
     while True:
-        head = os.pread(fd, 8, at)
+        head = _pread(fp, 8, at)
         if len(head) < 8:
             raise HeaderError("truncated file: encapsulated Pixel Data has no sequence delimiter")
         group, element, length = struct.unpack(order + "HHL", head)
@@ -393,7 +402,7 @@ def _encapsulated(fd: int, at: int, size: int, order: str) -> tuple[list[int], l
     if not items or items[0][1] % 4:
         raise HeaderError("malformed encapsulated Pixel Data: no valid Basic Offset Table item")
     offset, length = items[0]
-    table = list(struct.unpack(f"{order}{length // 4}L", os.pread(fd, length, offset)))
+    table = list(struct.unpack(f"{order}{length // 4}L", _pread(fp, length, offset)))
     return table, items[1:]
 
 
@@ -402,12 +411,12 @@ def _encapsulated(fd: int, at: int, size: int, order: str) -> tuple[list[int], l
 _CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 
 
-def _frame_starts(fd: int, fragments: list[tuple[int, int]]) -> list[int]:
+def _frame_starts(fp: BinaryIO, fragments: list[tuple[int, int]]) -> list[int]:
     """Fragments that begin a frame, found by peeking at their first bytes (PS3.5 §A.4:
     a frame may span fragments, but a fragment never holds parts of two frames)."""
     starts = []
     for index, (offset, length) in enumerate(fragments):
-        head = os.pread(fd, min(length, 12), offset)
+        head = _pread(fp, min(length, 12), offset)
         if head.startswith(_CODESTREAM_STARTS):
             starts.append(index)
     return starts

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from app.dicom.header import ParsedInstance, read_instance, to_dicom_json
+from app.dicom.header import ParsedInstance, to_dicom_json
 from app.dicom.indexing import index_record
 from app.repository import hospitals, instances
 from app.repository.instances import ObjectFacts, Outcome
@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.storage.base import new_key
 from harness.servers import S3Server, s3_client_for
 from tests.fixtures import HOSPITAL, ArchiveUnderTest
-from tests.samples import make_sample, multipart_body
+from tests.samples import make_sample, multipart_body, read_header
 
 
 async def _rows(served: ArchiveUnderTest, sql: str) -> int:
@@ -76,7 +76,7 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
     sample = make_sample("ct")
     path = tmp_path / "instance.dcm"
     path.write_bytes(sample.data)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     key = new_key()
     facts = _facts(parsed, key, len(sample.data), b"x" * 32)
     hospital = await hospitals.by_code(archive.pool, HOSPITAL)
@@ -121,7 +121,7 @@ async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_p
     sample = make_sample("ct")
     path = tmp_path / "instance.dcm"
     path.write_bytes(sample.data)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     facts = _facts(parsed, new_key(), 1, b"y" * 32)
     assert (
         await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)

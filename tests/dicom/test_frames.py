@@ -8,12 +8,11 @@ import pydicom
 from pydicom.encaps import generate_frames
 
 from app.dicom.frames import PixelInfo, frame_ranges
-from app.dicom.header import read_instance
-from tests.samples import sample_path
+from tests.samples import read_header, sample_path
 
 
 def _info(path: Path) -> PixelInfo:
-    parsed = read_instance(path)
+    parsed = read_header(path)
     pixel, ds = parsed.pixel, parsed.dataset
     assert pixel is not None
     return PixelInfo(

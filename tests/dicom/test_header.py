@@ -27,6 +27,7 @@ from app.dicom.header import (
     read_instance,
     to_dicom_json,
 )
+from tests.samples import read_header
 
 # rtdose.dcm holds a UID with a leading-zero component; pydicom warns when reading it.
 RTDOSE = pytest.param("rtdose.dcm", marks=pytest.mark.filterwarnings("ignore:Invalid value for VR UI"))
@@ -105,7 +106,7 @@ def assert_locations(parsed: ParsedInstance, path: Path) -> None:
 @pytest.mark.parametrize("name", NATIVE)
 def test_native_pixel_data(name: str) -> None:
     path = sample(name)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     full = pydicom.dcmread(path)
     pixel = parsed.pixel
     assert pixel is not None and not pixel.encapsulated and pixel.value_length is not None
@@ -125,7 +126,7 @@ def test_native_pixel_data(name: str) -> None:
 @pytest.mark.parametrize("name", ENCAPSULATED)
 def test_encapsulated_pixel_data(name: str) -> None:
     path = sample(name)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     full = pydicom.dcmread(path)
     pixel = parsed.pixel
     assert pixel is not None and pixel.encapsulated and pixel.value_length is None
@@ -141,7 +142,7 @@ def test_encapsulated_pixel_data(name: str) -> None:
 
 
 def test_multiframe_basic_offset_table() -> None:
-    pixel = read_instance(sample("examples_ybr_color.dcm")).pixel
+    pixel = read_header(sample("examples_ybr_color.dcm")).pixel
     assert pixel is not None and len(pixel.fragments) == len(pixel.basic_offset_table) == 30
     # Each entry is the distance from the first fragment's item tag to the frame's (PS3.5 §A.4).
     first = pixel.fragments[0][0]
@@ -150,7 +151,7 @@ def test_multiframe_basic_offset_table() -> None:
 
 def test_pixel_data_need_not_be_last() -> None:
     path = sample("CT_small.dcm")  # (FFFC,FFFC) Data Set Trailing Padding follows the Pixel Data
-    parsed = read_instance(path)
+    parsed = read_header(path)
     assert parsed.pixel is not None and parsed.pixel.value_length is not None
     assert parsed.pixel.value_offset + parsed.pixel.value_length < path.stat().st_size
     assert 0xFFFCFFFC not in parsed.dataset
@@ -158,7 +159,7 @@ def test_pixel_data_need_not_be_last() -> None:
 
 def test_no_pixel_data() -> None:
     path = sample("waveform_ecg.dcm")
-    parsed = read_instance(path)
+    parsed = read_header(path)
     assert parsed.pixel is None
     assert sorted(parsed.bulk) == ["54000100/0/54001010", "54000100/1/54001010"]
     assert_locations(parsed, path)
@@ -169,7 +170,7 @@ def test_float_pixel_data(tmp_path: Path) -> None:
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 2, 2, 1, 32
     ds.FloatPixelData = bytes(range(16))
     path = save(ds, tmp_path / "float.dcm", ExplicitVRLittleEndian)
-    pixel = read_instance(path).pixel
+    pixel = read_header(path).pixel
     assert pixel is not None and (pixel.tag, pixel.vr, pixel.value_length) == (0x7FE00008, "OF", 16)
     assert at(path.read_bytes(), pixel.value_offset, 16) == bytes(range(16))
 
@@ -180,7 +181,7 @@ def test_float_pixel_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", [*NATIVE, *ENCAPSULATED, "waveform_ecg.dcm"])
 def test_dicom_json_matches_pydicom(name: str) -> None:
     path = sample(name)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     ours = to_dicom_json(parsed)
     assert_json_matches_pydicom(ours, pydicom_json(path))
     assert_locations(parsed, path)
@@ -190,7 +191,7 @@ def test_dicom_json_matches_pydicom(name: str) -> None:
 
 def test_private_bulk_value_stays_unread() -> None:
     path = sample("CT_small.dcm")  # (0043,1029) is a 2068-byte private OB
-    parsed = read_instance(path)
+    parsed = read_header(path)
     raw = parsed.dataset.get_item(0x00431029, keep_deferred=True)
     assert isinstance(raw, RawDataElement) and raw.value is None
     assert to_dicom_json(parsed)["00431029"] == {"vr": "OB", "BulkDataURI": "@bulk/00431029"}
@@ -200,7 +201,7 @@ def test_private_bulk_value_stays_unread() -> None:
 def test_json_needs_no_file(tmp_path: Path) -> None:
     path = tmp_path / "moved.dcm"
     path.write_bytes(sample("CT_small.dcm").read_bytes())
-    parsed = read_instance(path)
+    parsed = read_header(path)
     path.unlink()
     assert to_dicom_json(parsed)["7FE00010"] == {"vr": "OW", "BulkDataURI": "@bulk/7FE00010"}
 
@@ -209,7 +210,7 @@ def test_deflated() -> None:
     """Offsets into inflated data cannot address the stored bytes: no layout, no bulk
     locations, binary values inline."""
     path = sample("image_dfl.dcm")
-    parsed = read_instance(path)
+    parsed = read_header(path)
     assert parsed.deflated and parsed.pixel is None and parsed.bulk == {}
     header = pydicom.dcmread(path, stop_before_pixels=True)
     assert parsed.sop_instance_uid == header.SOPInstanceUID
@@ -271,7 +272,7 @@ def nested_dataset(undefined: bool) -> Dataset:
 )
 def test_nested_bulk_paths(tmp_path: Path, transfer_syntax: str, undefined: bool) -> None:
     path = save(nested_dataset(undefined), tmp_path / "nested.dcm", transfer_syntax)
-    parsed = read_instance(path)
+    parsed = read_header(path)
     ours = to_dicom_json(parsed)
     assert_json_matches_pydicom(ours, pydicom_json(path))
     assert_locations(parsed, path)
@@ -318,7 +319,7 @@ def test_unusable_files(tmp_path: Path, data: bytes, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about what it reads of a broken file
         with pytest.raises(HeaderError, match=reason):
-            read_instance(write(tmp_path, data))
+            read_header(write(tmp_path, data))
 
 
 @pytest.mark.parametrize(
@@ -333,7 +334,7 @@ def test_missing_uid(tmp_path: Path, keyword: str, value: str | None) -> None:
         setattr(ds, keyword, value)
     path = save(ds, tmp_path / "uid.dcm", ExplicitVRLittleEndian)
     with pytest.raises(HeaderError, match=keyword):
-        read_instance(path)
+        read_header(path)
 
 
 def test_garbage_after_the_prefix(tmp_path: Path) -> None:
@@ -341,7 +342,7 @@ def test_garbage_after_the_prefix(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(HeaderError):
-            read_instance(write(tmp_path, head + hashlib.shake_256(b"garbage").digest(2000)))
+            read_header(write(tmp_path, head + hashlib.shake_256(b"garbage").digest(2000)))
 
 
 def test_corrupted_files_raise_only_header_error(tmp_path: Path) -> None:
@@ -355,11 +356,17 @@ def test_corrupted_files_raise_only_header_error(tmp_path: Path) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    read_instance(write(tmp_path, bytes(data)))
+                    read_header(write(tmp_path, bytes(data)))
                 except HeaderError:
                     pass
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        read_instance(tmp_path / "absent.dcm")
+@pytest.mark.parametrize("name", ["CT_small.dcm", "JPEG2000.dcm"])
+def test_reads_from_the_reader_it_is_handed(name: str) -> None:
+    # The parser does no I/O of its own: bytes in memory parse as the file on disk does.
+    path = sample(name)
+    in_memory = read_instance(io.BytesIO(path.read_bytes()))
+    on_disk = read_header(path)
+    assert in_memory.pixel == on_disk.pixel and in_memory.pixel is not None
+    assert in_memory.bulk == on_disk.bulk
+    assert to_dicom_json(in_memory) == to_dicom_json(on_disk)

@@ -17,7 +17,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from app.dicom.frames import PixelInfo, frame_ranges
-from app.dicom.header import read_instance, to_dicom_json
+from app.dicom.header import to_dicom_json
 from app.dicom.pixels import (
     PixelDescription,
     Presentation,
@@ -25,6 +25,7 @@ from app.dicom.pixels import (
     decode_frame,
     native_frame_bytes,
 )
+from tests.samples import read_header
 
 
 @cache
@@ -272,7 +273,7 @@ def test_little_endian_native_frames_transcode_unchanged() -> None:
 )
 def test_frames_located_by_the_index_decode_with_their_dicom_json(name: str, index: int) -> None:
     # The archive's own path: header parsed, frame ranges from the index, DICOM JSON.
-    parsed = read_instance(path(name))
+    parsed = read_header(path(name))
     pixel, ds = parsed.pixel, parsed.dataset
     assert pixel is not None
     info = PixelInfo(

@@ -174,9 +174,15 @@ async def parse_part(part: SpooledPart) -> ParsedInstance | HeaderError:
     if part.content_type is not None and part.content_type.essence != MediaTypes.DICOM.value:
         return HeaderError(f"part is {part.content_type.essence}, not application/dicom")
     try:
-        return await asyncio.to_thread(read_instance, part.path)
+        return await asyncio.to_thread(_read_header, part.path)
     except HeaderError as exc:
         return exc
+
+
+def _read_header(path: Path) -> ParsedInstance:
+    """Parse the header of the file at ``path`` (blocking); app.dicom reads, this opens."""
+    with path.open("rb") as file:
+        return read_instance(file)
 
 
 async def _store_isolated(

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from app.dicom.header import ParsedInstance, read_instance
+from app.dicom.header import ParsedInstance
 from app.dicom.media import parse_content_type
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from app.services.stow.reader import SpooledPart, spool_parts
+from tests.samples import read_header
 
 BOUNDARY = "b0und4ry"
 CONTENT_TYPE = parse_content_type(f'multipart/related; type="application/dicom"; boundary={BOUNDARY}')
@@ -270,11 +271,11 @@ async def test_headers_parsed_as_parts_arrive(tmp_path: Path) -> None:
     data = frame([f.read_bytes() for f in files])
 
     async def parse(part: SpooledPart) -> ParsedInstance:
-        return await asyncio.to_thread(read_instance, part.path)
+        return await asyncio.to_thread(read_header, part.path)
 
     results = await spool_parts(chunked(data, 4096), CONTENT_TYPE, tmp_path, LIMIT, LIMIT, parse)
     assert [parsed.sop_instance_uid for _, parsed in results] == [
-        read_instance(f).sop_instance_uid for f in files
+        read_header(f).sop_instance_uid for f in files
     ]
 
 
