@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.errors import Forbidden
+from app.http import trails
 from app.http.auth import authenticate, requires
 from app.http.share_gateway import PREFIX_KEY
 from app.http.state import running
 from app.security.principal import Principal, Right
-from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.jobs import Jobs
@@ -74,7 +74,7 @@ def caller(right: Right, transaction: Transaction) -> Callable[..., Awaitable[Ca
     so that refused attempts (401, 403) are recorded too."""
 
     async def start_trail(request: Request) -> Trail:
-        return audit.start(request, transaction)
+        return trails.start(request, transaction)
 
     authorized = requires(right)
 
@@ -93,7 +93,7 @@ def member_caller(transaction: Transaction) -> Callable[..., Awaitable[Caller]]:
     their own hospital's work, such as the jobs they run."""
 
     async def start_trail(request: Request) -> Trail:
-        return audit.start(request, transaction)
+        return trails.start(request, transaction)
 
     async def dependency(
         trail: Trail = Depends(start_trail), principal: Principal = Depends(authenticate)

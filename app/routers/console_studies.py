@@ -15,6 +15,7 @@ from app.dicom.levels import Level
 from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
 from app.errors import FilmlessError, Forbidden, NotFound
+from app.http import trails
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.routers.console import console_page, signed_in
 from app.routers.pages import person_name, print_page, study_date, summaries
@@ -55,7 +56,7 @@ async def _staff(request: Request, right: Right) -> Signed:
 
 
 def _trail(request: Request, transaction: Transaction, signed: Signed) -> Trail:
-    trail = audit.start(request, transaction)
+    trail = trails.start(request, transaction)
     trail.identify(signed.principal)
     return trail
 

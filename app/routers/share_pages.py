@@ -15,10 +15,11 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
+from app.http import trails
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.routers.pages import dated, page, print_page, summaries
 from app.routers.shares_api import created_out
-from app.services import audit, share_access
+from app.services import share_access
 from app.services.audit import Trail, Transaction
 from app.services.download import zip_stream
 from app.services.shares import Access, ShareRequest, Shares, now, principal_for
@@ -31,7 +32,7 @@ def _client(request: Request) -> str | None:
 
 
 def _trail(request: Request, access: Access | None) -> Trail:
-    trail = audit.start(request, Transaction.SHARE_ACCESS)
+    trail = trails.start(request, Transaction.SHARE_ACCESS)
     if access is not None:
         trail.identify(principal_for(access.share))
     return trail
@@ -164,7 +165,7 @@ async def download(secret: str, request: Request, archive: ArchiveDep, shares: S
         return await _unavailable(shares, request)
     try:
         instances = await share_access.download(
-            shares, audit.start(request, Transaction.SHARE_DOWNLOAD), access
+            shares, trails.start(request, Transaction.SHARE_DOWNLOAD), access
         )
     except Forbidden:
         return page("message.html", 403, heading="Download not offered",

@@ -1,8 +1,9 @@
 """The audit trail of every access to patient data (who, what, when, from where, outcome).
 
 A :class:`Trail` starts with each request, before authentication, so refused attempts are
-recorded too; the route fills in what was touched and commits it before answering, and
-the error handler commits it for requests that fail. Writes of STOW-RS and DELETE record
+recorded too (an HTTP request's in :mod:`app.http.trails`, from the request's facts); the
+service fills in what was touched and commits it before answering, and the error handler
+commits it for requests that fail. Writes of STOW-RS and DELETE record
 their events inside the transaction that makes the change.
 """
 
@@ -13,8 +14,6 @@ import json
 import logging
 from collections.abc import Iterable
 from enum import Enum
-
-from fastapi import Request
 
 from app.dicom.audit_message import audit_message
 from app.observability import metrics
@@ -84,17 +83,6 @@ class Trail:
         #: Who the caller is, once authenticated.
         self.principal: Principal | None = None
 
-    @classmethod
-    def of_request(cls, request: Request, transaction: Transaction) -> Trail:
-        return cls(
-            transaction,
-            method=request.method,
-            path=redact(request.url.path),
-            query=request.url.query or None,
-            client_address=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"),
-        )
-
     def identify(self, principal: Principal) -> None:
         self.event.subject = principal.subject
         self.event.hospital = principal.hospital
@@ -160,12 +148,6 @@ def redact(path: str) -> str:
 
 def _merged(have: list[str], more: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*have, *(m for m in more if m)]))
-
-
-def start(request: Request, transaction: Transaction) -> Trail:
-    trail = Trail.of_request(request, transaction)
-    request.state.audit = trail
-    return trail
 
 
 async def commit(archive: Archive, trail: Trail, status: int, detail: str | None = None) -> None:
