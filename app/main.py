@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
-import pydicom.config
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.dicom.leniency import read_leniently
 from app.dimse.listener import listen
 from app.errors import FilmlessError, StorageUnavailable
 from app.http.errors import install_error_handlers
@@ -69,13 +69,13 @@ under `/dicom-web`, over PostgreSQL and object storage."""
 def create_app_from_environment() -> FastAPI:
     """The factory each of several worker processes calls (``uvicorn --factory``): the
     settings come from the same environment the parent read them from."""
+    read_leniently()
     return create_app(Settings())
 
 
 def create_app(settings: Settings) -> FastAPI:
-    # Modalities send values that bend the standard (a UID component with a leading zero,
-    # a malformed date); the archive stores what it is given and does not warn per value.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    """The application. The process is expected to read DICOM leniently already
+    (:func:`app.dicom.leniency.read_leniently`, called at process start)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Running]]:

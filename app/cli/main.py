@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from app.cli import import_command
+from app.dicom.leniency import read_leniently
 from app.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    read_leniently()
     parser = argparse.ArgumentParser(prog="filmless", description="The Filmless DICOMweb archive.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the archive over HTTP and DICOM")
