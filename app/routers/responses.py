@@ -9,7 +9,7 @@ import gzip
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.services.reading import Body
+from app.services.bodies import Body
 
 #: Cache-Control of instance, frame and rendered responses: what is stored under a UID never
 #: changes (a different object under it is refused), so viewers may keep it; "private":

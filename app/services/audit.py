@@ -23,7 +23,7 @@ from app.repository.retrieve import Owner
 from app.security.principal import Principal
 from app.security.scope import Scope
 from app.services.archive import Archive
-from app.services.reading import Body
+from app.services.bodies import Body
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from app.dicom.deidentification import deidentify, fill_for_directory, remap_uid
 from app.errors import ObjectNotFound
 from app.repository.retrieve import Exported
 from app.services.archive import Archive
+from app.services.bodies import drain
 from app.services.deidentified import deidentified
-from app.services.reading import drain
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from app.repository.retrieve import StoredBulk
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
+from app.services.bodies import Body, open_frame, read_frame
 from app.services.budget import decoding_memory
-from app.services.reading import Body, open_frame, read_frame
 
 #: More frames than this in one request is refused rather than streamed.
 MAX_FRAMES_PER_REQUEST = 10_000

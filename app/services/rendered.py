@@ -23,7 +23,7 @@ from app.repository.retrieve import Renderable
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
-from app.services.reading import Body, drain, read_frame
+from app.services.bodies import Body, drain, read_frame
 
 
 async def _renderable(archive: Archive, trail: Trail, study: str, series: str, instance: str) -> Renderable:

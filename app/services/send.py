@@ -44,8 +44,8 @@ from app.repository.retrieve import StoredObject
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
+from app.services.bodies import drain
 from app.services.jobs import Jobs, Reporter
-from app.services.reading import drain
 
 log = logging.getLogger(__name__)
 # pynetdicom narrates every association at INFO; its warnings and errors are enough.

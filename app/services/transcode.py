@@ -39,8 +39,8 @@ from app.dicom.transfer_syntaxes import (
 from app.errors import NotAcceptable
 from app.repository.retrieve import Renderable
 from app.services.archive import Archive
+from app.services.bodies import drain, read_frame
 from app.services.budget import decoding_memory
-from app.services.reading import drain, read_frame
 
 # Lossy compressed syntaxes (PS3.5 §8.2): their decoded pixels keep Lossy Image Compression.
 _LOSSY = {

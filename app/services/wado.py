@@ -19,9 +19,9 @@ from app.security.principal import Right
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
+from app.services.bodies import Body, drain, open_frame
 from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
-from app.services.reading import Body, drain, open_frame
 from app.services.shares import take_download
 from app.services.transcode import Conversion, conversion, prepare, refused, transcoded
 from app.storage.base import BlobReader

@@ -1,4 +1,4 @@
-"""Reading stored bytes for responses: whole objects and frames, each frame with one
+"""Response bodies read from the object store: whole objects and frames, each frame with one
 ranged read (frames spanning several fragments are read as one span and the item
 headers between them dropped)."""
 
