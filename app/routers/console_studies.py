@@ -91,7 +91,7 @@ async def find_studies(request: Request, archive: ArchiveDep) -> Response:
         except FilmlessError as exc:
             error = str(exc)
         else:
-            trail.touch(
+            trail.note(
                 studies=(o[0] for o in result.owners), patients=(o[1] for o in result.owners),
                 owners=(o[2] for o in result.owners), count=len(result.matches),
             )  # fmt: skip
@@ -123,7 +123,7 @@ async def study_page(request: Request, archive: ArchiveDep, study: StudyUID) -> 
         return console_page("console_message.html", request, 404, signed=signed, message="No such study.")
     series = await qido.search(archive, scope, Level.SERIES, [], "/dicom-web", {"0020000D": study})
     owners = studies.owners
-    trail.touch(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
+    trail.note(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
     await audit.commit(archive, trail, 200)
     match = studies.matches[0]
     info = {
@@ -203,7 +203,7 @@ async def create_share(
         return console_page("console_message.html", request, exc.status, signed=signed, message=str(exc))
     share = created.share
     trail.event.share_id = share.id
-    trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
+    trail.note(studies=share.studies, owners=[share.hospital], count=len(share.studies))
     await audit.commit(archive, trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
     pdf_action = f"/console/shares/{share.id}/pdf"

@@ -91,7 +91,7 @@ class Trail:
         self.scope = principal.scope
         self.principal = principal
 
-    def touch(
+    def note(
         self,
         *,
         studies: Iterable[str] = (),
@@ -102,6 +102,7 @@ class Trail:
         count: int = 0,
         size: int = 0,
     ) -> None:
+        """Note what the request accessed (merged with what is noted already)."""
         e = self.event
         e.study_uids = _merged(e.study_uids, studies)
         e.series_uids = _merged(e.series_uids, series)
@@ -111,9 +112,9 @@ class Trail:
         e.instances += count
         e.bytes += size
 
-    def touch_instance(self, study: str, series: str, instance: str, owner: Owner) -> None:
+    def note_instance(self, study: str, series: str, instance: str, owner: Owner) -> None:
         """One instance accessed (a frame, a bulk value, a rendering)."""
-        self.touch(studies=[study], series=[series], instances=[instance], patients=[owner.patient_id],
+        self.note(studies=[study], series=[series], instances=[instance], patients=[owner.patient_id],
                    owners=[owner.hospital], count=1)  # fmt: skip
 
     def child(self, transaction: Transaction) -> AuditEvent:

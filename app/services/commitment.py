@@ -40,7 +40,7 @@ async def verify(archive: Archive, trail: Trail, references: list[tuple[str, str
         result = await qido.search(archive, trail.scope, Level.INSTANCE, params, root="")
         for match in result.matches:
             stored[match["00080018"]["Value"][0]] = match["00080016"]["Value"][0]
-        trail.touch(
+        trail.note(
             studies=(s for s, _, _ in result.owners),
             patients=(p for _, p, _ in result.owners),
             owners=(h for _, _, h in result.owners),
@@ -54,5 +54,5 @@ async def verify(archive: Archive, trail: Trail, references: list[tuple[str, str
             failed.append((sop_class, uid, CLASS_INSTANCE_CONFLICT))
         else:
             committed.append((sop_class, uid))
-    trail.touch(instances=(uid for _, uid in committed), count=len(committed))
+    trail.note(instances=(uid for _, uid in committed), count=len(committed))
     return Verdict(committed, failed)

@@ -21,7 +21,7 @@ async def delete(
 ) -> int:
     """Remove what is in scope (the caller's own hospital only); return the number of
     instances removed. The deletion is audited in its own transaction."""
-    trail.touch(studies=[study], series=[series] if series else [], owners=[trail.event.hospital or ""])
+    trail.note(studies=[study], series=[series] if series else [], owners=[trail.event.hospital or ""])
     trail.event.outcome = 204
     removed = await deletion.delete(archive.pool, trail.scope, study, series, instance, trail.event)
     if removed is None:

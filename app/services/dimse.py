@@ -133,7 +133,7 @@ async def store(archive: Archive, peer: Peer, path: Path) -> StoreOutcome:
     if result.failure is None:
         audit.stored_in_transaction(trail)
     else:
-        trail.touch(studies=[result.study_instance_uid or ""], instances=[result.sop_instance_uid or ""])
+        trail.note(studies=[result.study_instance_uid or ""], instances=[result.sop_instance_uid or ""])
         await _commit_quietly(archive, trail, status, comment)
     return StoreOutcome(status, comment, result.sop_instance_uid)
 

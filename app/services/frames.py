@@ -58,7 +58,7 @@ async def frames(
     stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
-    trail.touch_instance(study, series, instance, stored)
+    trail.note_instance(study, series, instance, stored)
     pixel = stored.pixel
     if pixel is None:
         raise NotFound(f"instance {instance} has no pixel data")

@@ -127,7 +127,7 @@ async def read(archive: Archive, trail: Trail, job_id: str, limit: int, offset: 
     if job is None:
         raise NotFound(f"no job {job_id}")
     outcomes = await repository.outcomes(archive.pool, job.pk, min(limit, MAX_OUTCOMES), offset)
-    trail.touch(
+    trail.note(
         studies=(o.get("study_instance_uid") or "" for o in outcomes),
         instances=(o.get("sop_instance_uid") or "" for o in outcomes),
     )

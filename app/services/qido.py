@@ -77,7 +77,7 @@ async def search_recorded(
 ) -> SearchResult:
     """A QIDO-RS search for the trail's caller, its matches recorded in the trail."""
     result = await search(archive, trail.scope, level, params, root, path_uids)
-    trail.touch(
+    trail.note(
         studies=(o[0] for o in result.owners),
         patients=(o[1] for o in result.owners),
         owners=(o[2] for o in result.owners),

@@ -33,7 +33,7 @@ async def find_page(
     limit = archive.settings.qido_max_limit
     params = [*request.params, ("limit", str(limit)), ("offset", str(offset))]
     result = await _search(archive, trail, request.level.qido_level, params)
-    trail.touch(
+    trail.note(
         studies=(s for s, _, _ in result.owners),
         patients=(p for _, p, _ in result.owners),
         owners=(h for _, _, h in result.owners),
@@ -95,6 +95,6 @@ async def fetch(archive: Archive, trail: Trail, obj: StoredObject) -> Path | Non
         raise
     finally:
         await reader.aclose()
-    trail.touch_instance(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid, obj)
-    trail.touch(size=obj.size)
+    trail.note_instance(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid, obj)
+    trail.note(size=obj.size)
     return path

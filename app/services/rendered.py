@@ -32,7 +32,7 @@ async def _renderable(archive: Archive, trail: Trail, study: str, series: str, i
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
     if item.stored.pixel is None:
         raise NotAcceptable(f"instance {instance} has no pixel data to render")
-    trail.touch_instance(study, series, instance, item.stored)
+    trail.note_instance(study, series, instance, item.stored)
     return item
 
 
@@ -261,7 +261,7 @@ async def uri_image(
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
     if item.stored.pixel is None:
         return None
-    trail.touch_instance(study, series, instance, item.stored)
+    trail.note_instance(study, series, instance, item.stored)
     source = await _source(archive, item)
     image = await render_frame(archive, source, options.frame_number or 1, media_type, options, False)
     return await audit.sending(archive, trail, _single(image, media_type))

@@ -101,7 +101,7 @@ async def submit(archive: Archive, jobs: Jobs, trail: Trail, study: str, destina
     objects = await retrieve.objects(archive.pool, trail.scope, study)
     if not objects:
         raise NotFound(f"no study {study}")
-    trail.touch(
+    trail.note(
         studies=[study],
         patients=(o.patient_id for o in objects),
         owners=(o.hospital for o in objects),

@@ -29,7 +29,7 @@ async def refused(shares: Shares, trail: Trail, refusal: FilmlessError) -> None:
 async def open_gate(shares: Shares, trail: Trail, access: Access) -> str:
     """The gate is passed: a session (one use); its secret."""
     session = await shares.open_session(access.share)
-    trail.touch(studies=access.share.studies)
+    trail.note(studies=access.share.studies)
     await audit.commit(shares.archive, trail, 303, "share opened")
     return session
 
@@ -43,7 +43,7 @@ async def answer_challenge(
     except (Forbidden, TooManyRequests) as refusal:
         await refused(shares, trail, refusal)
         raise
-    trail.touch(studies=access.share.studies)
+    trail.note(studies=access.share.studies)
     await audit.commit(shares.archive, trail, 303, "challenge passed")
     return session
 
@@ -61,7 +61,7 @@ async def access_page(shares: Shares, trail: Trail, access: Access) -> list[dict
     """The shared studies' summaries, for the access page."""
     share = access.share
     studies = await shares.summaries(share.studies)
-    trail.touch(studies=share.studies, patients=(s["patient_id"] for s in studies))
+    trail.note(studies=share.studies, patients=(s["patient_id"] for s in studies))
     await audit.commit(shares.archive, trail, 200, "access page")
     return studies
 
@@ -81,7 +81,7 @@ async def study_page(shares: Shares, trail: Trail, access: Access, study: str) -
         return None
     found = found_studies[0]
     uids = await shares.instance_uids(access.share, study)
-    trail.touch(studies=[study], patients=[found["patient_id"]], owners=[found["hospital"]], count=len(uids))
+    trail.note(studies=[study], patients=[found["patient_id"]], owners=[found["hospital"]], count=len(uids))
     await audit.commit(shares.archive, trail, 200, "study page")
     return StudyView(found, uids)
 
@@ -97,7 +97,7 @@ async def download(shares: Shares, trail: Trail, access: Access) -> list[Exporte
         raise refusal
     await shares.take_use(access.share.id)
     instances = await shares.exported(access.share)
-    trail.touch(
+    trail.note(
         studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
         owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
     )  # fmt: skip
@@ -114,6 +114,6 @@ async def reshare(shares: Shares, trail: Trail, access: Access, asked: ShareRequ
     except FilmlessError as refusal:
         await refused(shares, trail, refusal)
         raise
-    trail.touch(studies=created.share.studies)
+    trail.note(studies=created.share.studies)
     await audit.commit(shares.archive, trail, 201, f"created child share {created.share.id}")
     return created

@@ -166,7 +166,7 @@ class Shares:
         created = await self.create(by, request)
         share = created.share
         trail.event.share_id = share.id
-        trail.touch(studies=share.studies, owners=[share.hospital], count=len(share.studies))
+        trail.note(studies=share.studies, owners=[share.hospital], count=len(share.studies))
         await audit.commit(self.archive, trail, 201, f"created share {share.id}")
         return created
 

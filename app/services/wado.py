@@ -40,7 +40,7 @@ async def instances(
     objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
     if not objects:
         raise NotFound(_missing(study, series, instance))
-    _touch(trail, objects, size=sum(o.size for o in objects))
+    _note(trail, objects, size=sum(o.size for o in objects))
     # Converting instances of one kind is tried once, on the first of them, before the
     # response starts: what would fail fails here, as a 406 (see app.services.transcode).
     tried: dict[Hashable, NotAcceptable | None] = {}
@@ -221,7 +221,7 @@ async def single_object(
     if not objects:
         raise NotFound(_missing(study, series, instance))
     (obj,) = objects
-    _touch(trail, objects, size=obj.size)
+    _note(trail, objects, size=obj.size)
     conv = await _conversion(archive, trail, DicomChoice([transfer_syntax]), obj, {})
     if conv is not None:
         converted = transcoded(archive, conv)
@@ -265,7 +265,7 @@ async def metadata(
         raise NotFound(_missing(study, series, instance))
     etag = '"' + hashlib.sha256(f"{version}|{root}".encode()).hexdigest()[:32] + '"'
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
-        trail.touch(
+        trail.note(
             studies=[study], series=[series] if series else [], instances=[instance] if instance else []
         )
         await audit.commit(archive, trail, 304)
@@ -273,7 +273,7 @@ async def metadata(
     rows = await retrieve.metadata(archive.pool, trail.scope, study, series, instance)
     if not rows:
         raise NotFound(_missing(study, series, instance))
-    _touch(trail, rows)
+    _note(trail, rows)
     placeholder = f'"{BULK_PLACEHOLDER}'
     pieces = []
     for row in rows:
@@ -298,7 +298,7 @@ async def bulkdata(
     stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
     if stored is None:
         raise NotFound(_missing(study, series, instance))
-    trail.touch_instance(study, series, instance, stored)
+    trail.note_instance(study, series, instance, stored)
     path = path.upper()
     if path == PIXEL_DATA_PATH and stored.pixel is not None:
         frames = frame_ranges(stored.pixel)
@@ -341,8 +341,8 @@ async def bulkdata(
     )
 
 
-def _touch(trail: Trail, rows: Sequence[StoredObject | StoredMetadata], size: int = 0) -> None:
-    trail.touch(
+def _note(trail: Trail, rows: Sequence[StoredObject | StoredMetadata], size: int = 0) -> None:
+    trail.note(
         studies=(r.study_instance_uid for r in rows),
         series=(r.series_instance_uid for r in rows),
         instances=(r.sop_instance_uid for r in rows),

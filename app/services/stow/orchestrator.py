@@ -86,7 +86,7 @@ async def _record_refusals(archive: Archive, trail: Trail, answer: StowResponse)
     if not refused:
         audit.stored_in_transaction(trail)
         return
-    trail.touch(
+    trail.note(
         studies=(r.study_instance_uid or "" for r in refused),
         instances=(r.sop_instance_uid or "" for r in refused),
     )
