@@ -76,12 +76,8 @@ ACTIONS: dict[int, Action] = {
 MASKED: list[tuple[int, int]] = [
     ((e[0] << 16) | e[1], (e[2] << 16) | e[3]) for e in table.X_TAGS if len(e) == 4
 ]
-#: PS3.15 §E.1.1: what a de-identified instance says of itself.
-PATIENT_IDENTITY_REMOVED = 0x00120062
-DEIDENTIFICATION_METHOD = 0x00120063
-DEIDENTIFICATION_METHOD_CODES = 0x00120064
+#: PS3.15 §E.1.1: how a de-identified instance names its De-identification Method.
 METHOD = "Basic Application Confidentiality Profile (PS3.15 E.1.1)"
-BURNED_IN_ANNOTATION = 0x00280301
 PIXEL_DATA = 0x7FE00010
 
 _TEXT = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}

@@ -8,9 +8,6 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
-#: Native syntaxes whose pixel bytes are the same as Explicit VR Little Endian's.
-LITTLE_ENDIAN_NATIVE = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN})
-
 #: Encapsulated syntax -> the image media type of its frames (Table 8.7.3-5).
 FRAME_MEDIA_TYPES: dict[str, str] = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",  # JPEG Baseline (Process 1)
