@@ -18,7 +18,7 @@ from app import __version__
 from app.dimse.listener import listen
 from app.errors import FilmlessError, StorageUnavailable
 from app.http.errors import install_error_handlers
-from app.http.middleware import CatchUnexpected, RequestLog
+from app.http.middleware import CatchUnexpected, RequestLog, StallTimeout
 from app.http.share_gateway import ShareGateway
 from app.http.state import STATE_KEY, Running
 from app.repository import hospitals
@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     openapi.install(app)
     app.add_middleware(CatchUnexpected)
+    app.add_middleware(StallTimeout, timeout=settings.client_stall_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: Directory for spooled request parts; default ``data_dir/spool``.
     spool_dir: Path | None = None
 
+    #: Seconds a client may take to send the next piece of its request body, or to take
+    #: the next piece of a response: a stalled or vanished client must not hold a spool
+    #: file, a database connection or a task for ever.
+    client_stall_timeout: float = Field(default=60.0, gt=0)
     #: Pending writes older than this many seconds are removed by the sweep.
     pending_timeout: int = 3600
     #: Seconds between sweeps (0 disables the background sweep).
