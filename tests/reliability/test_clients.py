@@ -74,6 +74,13 @@ def node(make_node, clean_db, tmp_path, signing_key) -> Node:
 
 
 def _settled(node: Node, clean_db: str, fds: int) -> bool:
+    assert node.process is not None
+    fd_dir = Path(f"/proc/{node.process.pid}/fd")
+    print(
+        f"spool {_spooled(node.data_dir / 'spool')}, fds {_fds(node)} (from {fds}), "
+        f"busy connections {_busy_connections(clean_db)}: "
+        f"{sorted(os.readlink(fd_dir / f) for f in os.listdir(fd_dir))}"
+    )
     return not _spooled(node.data_dir / "spool") and _fds(node) <= fds and _busy_connections(clean_db) == 0
 
 
