@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import _WEED_PORT_FLAGS, S3Server, _s3_answers, _start_weed, _stop_weed, settings_for
 from tests.fixtures import _free_port, token
-from tests.services import _WEED_PORT_FLAGS, S3Server, _s3_answers, _start_weed, _stop_weed, settings_for
 
 if os.environ.get("FILMLESS_RELIABILITY") != "1":
     collect_ignore_glob = ["test_*.py"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import s3_client_for
 from tests.reliability.conftest import (
     REQUEST_TIMEOUT,
     Node,
@@ -25,7 +26,6 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.helpers import index_rows, leftovers, retrieved, stored_files
 from tests.samples import Sample, make_sample, multipart_body
-from tests.services import s3_client_for
 
 
 @dataclass
