@@ -30,6 +30,7 @@ from app.routers import (
     admin,
     console,
     console_admin,
+    console_mail,
     console_studies,
     delete,
     health,
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
         send,
         console,
         console_studies,
+        console_mail,
         console_admin,
     ):
         app.include_router(module.router)

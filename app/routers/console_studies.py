@@ -207,7 +207,10 @@ async def create_share(
     await audit.commit(archive, trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
     pdf_action = f"/console/shares/{share.id}/pdf"
-    response = await print_page(archive, out, status=201, pdf_action=pdf_action, csrf=signed.csrf)
+    email_action = f"/console/shares/{share.id}/email"
+    response = await print_page(
+        archive, out, status=201, pdf_action=pdf_action, email_action=email_action, csrf=signed.csrf
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
