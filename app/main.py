@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             archive = await open_archive(settings, stack)
             authenticator = await open_authenticator(archive, stack)
             shares = Shares(archive, Hasher.from_file(settings.share_key_path))
+            stack.push_async_callback(shares.notices.drain)
             background = Jobs(archive)
             signin = SignIn(archive, authenticator)
             stack.push_async_callback(signin.close)

@@ -53,7 +53,10 @@ async def test_send_the_access_page_by_email(mailing_console: ArchiveUnderTest, 
     async with browser_at(mailing_console) as browser:
         await sign_in(browser, "alice")
         page = await browser.get(f"/console/studies/{study}")
-        form = {"study": study, "expires": (dt.date.today() + dt.timedelta(days=3)).isoformat()}
+        form = {
+            "study": study, "expires": (dt.date.today() + dt.timedelta(days=3)).isoformat(),
+            "notify_email": "alice@hospital.example",
+        }  # fmt: skip
         created = await browser.post("/console/shares", data={**form, "csrf": csrf_of(page.text)})
         assert created.status_code == 201
         action = re.search(
@@ -82,3 +85,7 @@ async def test_send_the_access_page_by_email(mailing_console: ArchiveUnderTest, 
     assert link
     async with browser_at(mailing_console) as recipient:
         assert (await recipient.get(link.group(1))).status_code in (200, 303)
+    # The sharer asked to be told of the first open (the form's address reached the share).
+    await mailing_console.app.state.running.shares.notices.drain()
+    (told,) = mailbox.messages_to("alice@hospital.example")
+    assert f"Share {share_id} was opened" in str(told["Subject"])
