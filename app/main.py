@@ -31,6 +31,7 @@ from app.routers import (
     console,
     console_admin,
     console_mail,
+    console_portal,
     console_studies,
     delete,
     health,
@@ -39,6 +40,7 @@ from app.routers import (
     metrics,
     openapi,
     pages,
+    portal,
     qido,
     rendered,
     send,
@@ -160,7 +162,9 @@ def create_app(settings: Settings) -> FastAPI:
         console,
         console_studies,
         console_mail,
+        console_portal,
         console_admin,
+        portal,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so
