@@ -102,3 +102,19 @@ async def end_session(pool: Pool, token_hash: bytes) -> None:
 async def studies_of(pool: Pool, account: int) -> list[str]:
     async with connection(pool) as conn:
         return [r[0] for r in await conn.fetch(SELECT_STUDIES, account)]
+
+
+SELECT_EMAIL = "SELECT email FROM portal_accounts WHERE pk = $1"
+SELECT_STUDY_HOSPITAL = "SELECT hospital_pk FROM studies WHERE study_instance_uid = $1"
+
+
+async def email_of(pool: Pool, account: int) -> str | None:
+    async with connection(pool) as conn:
+        found: str | None = await conn.fetchval(SELECT_EMAIL, account)
+    return found
+
+
+async def study_hospital(pool: Pool, study: str) -> int | None:
+    async with connection(pool) as conn:
+        found: int | None = await conn.fetchval(SELECT_STUDY_HOSPITAL, study)
+    return found

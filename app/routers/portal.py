@@ -12,17 +12,19 @@ from fastapi.responses import RedirectResponse, Response
 from app.dicom.levels import Level
 from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
-from app.routers.pages import page, person_name, study_date
+from app.routers.pages import page, person_name, print_page, study_date
 from app.routers.responses import IMMUTABLE, stream
+from app.routers.shares_api import created_out
 from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Principal
 from app.services import audit, qido, rendered
 from app.services.archive import Archive
 from app.services.audit import Transaction
-from app.services.portal import SESSION_HOURS, Portal
+from app.services.portal import PATIENT_SHARE_DAYS, SESSION_HOURS, Portal
 from app.services.shares import Shares
+from app.services.signin import csrf_ok
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
@@ -68,7 +70,11 @@ async def home(request: Request, archive: ArchiveDep, shares: SharesDep) -> Resp
          "hospital": o[2], "patient": person_name(_value(m, "00100010"))}
         for m, o in zip(result.matches, owners, strict=True)
     ]  # fmt: skip
-    return _page("portal_home.html", signed_in=True, rows=rows)
+    return _page("portal_home.html", signed_in=True, rows=rows, csrf=_csrf(request, archive, shares))
+
+
+def _csrf(request: Request, archive: Archive, shares: Shares) -> str:
+    return Portal(archive, shares.hasher).csrf(request.cookies.get(COOKIE, ""))
 
 
 @router.get("/enrol")
@@ -117,11 +123,15 @@ async def sign_in(request: Request, archive: ArchiveDep, shares: SharesDep, toke
 
 
 @router.post("/signout")
-async def sign_out(request: Request, archive: ArchiveDep, shares: SharesDep) -> Response:
-    # SameSite=Lax keeps other sites' forms from sending the cookie here.
+async def sign_out(
+    request: Request, archive: ArchiveDep, shares: SharesDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     session = request.cookies.get(COOKIE)
     if session:
-        await Portal(archive, shares.hasher).sign_out(session)
+        service = Portal(archive, shares.hasher)
+        if not csrf_ok(service.csrf(session), csrf):
+            raise Forbidden("the form is stale or was not sent from this archive's page")
+        await service.sign_out(session)
     response = RedirectResponse("/portal", status_code=303)
     response.delete_cookie(COOKIE, path="/portal")
     return response
@@ -138,7 +148,13 @@ async def study_page(request: Request, archive: ArchiveDep, shares: SharesDep, s
     found = await qido.search(archive, scope, Level.STUDY, [("StudyInstanceUID", study)], "/dicom-web")
     if not found.matches:
         await audit.commit(archive, trail, 404, "no such study")
-        return _page("portal_message.html", 404, signed_in=True, message="No such study.")
+        return _page(
+            "portal_message.html",
+            404,
+            signed_in=True,
+            csrf=_csrf(request, archive, shares),
+            message="No such study.",
+        )
     series = await qido.search(archive, scope, Level.SERIES, [], "/dicom-web", {"0020000D": study})
     owners = found.owners
     trail.touch(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
@@ -154,7 +170,46 @@ async def study_page(request: Request, archive: ArchiveDep, shares: SharesDep, s
          "description": _value(s, "0008103E")}
         for s in series.matches
     ]  # fmt: skip
-    return _page("portal_study.html", signed_in=True, study=info, series=rows, viewer=None)
+    return _page(
+        "portal_study.html",
+        signed_in=True,
+        study=info,
+        series=rows,
+        csrf=_csrf(request, archive, shares),
+        max_days=PATIENT_SHARE_DAYS,
+    )
+
+
+@router.post("/studies/{study}/share")
+async def share_study(
+    request: Request,
+    archive: ArchiveDep,
+    base: BaseDep,
+    shares: SharesDep,
+    study: StudyUID,
+    days: Annotated[int, Form(ge=1, le=PATIENT_SHARE_DAYS)],
+    csrf: Annotated[str, Form()] = "",
+    recipient: Annotated[str | None, Form(max_length=200)] = None,
+) -> Response:
+    """The patient shares a study of their own with a physician: the same share links."""
+    patient = await _patient(request, archive, shares)
+    if patient is None:
+        return RedirectResponse("/portal", status_code=303)
+    service = Portal(archive, shares.hasher)
+    if not csrf_ok(service.csrf(request.cookies.get(COOKIE, "")), csrf):
+        raise Forbidden("the form is stale or was not sent from this archive's page")
+    trail = audit.start(request, Transaction.SHARE)
+    trail.identify(patient)
+    created = await service.share(patient, shares, study, days, recipient or None)
+    share = created.share
+    trail.event.share_id = share.id
+    trail.touch(studies=share.studies, owners=[share.hospital], count=1)
+    await audit.commit(archive, trail, 201, f"patient created share {share.id}")
+    response = await print_page(
+        archive, created_out(share, created.token, created.access_code, base), status=201
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail")

@@ -14,13 +14,14 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from app.errors import NotFound, Unauthorized
+from app.errors import BadRequest, NotFound, Unauthorized
 from app.repository import portal as repository
 from app.security.principal import Principal, Right
 from app.security.share_secrets import Hasher, new_access_code, new_token, normalize_code
 from app.services import mail
 from app.services.archive import Archive
 from app.services.mail import Letter, valid_address
+from app.services.shares import CreatedShare, ShareRequest, Shares
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ CODE_DAYS = 60
 LINK_MINUTES = 15
 #: A portal session lasts this long.
 SESSION_HOURS = 2
+#: The longest a share a patient makes may last.
+PATIENT_SHARE_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,33 @@ class Portal:
 
     async def sign_out(self, session: str) -> None:
         await repository.end_session(self.archive.pool, self.hasher.digest("portal-session", session))
+
+    def csrf(self, session: str) -> str:
+        """The session's form token: derived from its secret, so stored nowhere."""
+        return self.hasher.digest("portal-csrf", session).hex()
+
+    async def share(
+        self, patient: Principal, shares: Shares, study: str, days: int, recipient: str | None
+    ) -> CreatedShare:
+        """A share of one of the patient's own studies, made in the name of the hospital
+        that holds it, for at most :data:`PATIENT_SHARE_DAYS`; the patient is told (by
+        email) when it is first opened and when it is locked out."""
+        if patient.shared_studies is None or study not in patient.shared_studies:
+            raise NotFound(f"no study {study}")
+        if not 1 <= days <= PATIENT_SHARE_DAYS:
+            raise BadRequest(f"a share you make lasts 1 to {PATIENT_SHARE_DAYS} days")
+        account = int(patient.subject.removeprefix("patient:"))
+        hospital_pk = await repository.study_hospital(self.archive.pool, study)
+        email = await repository.email_of(self.archive.pool, account)
+        if hospital_pk is None or email is None:
+            raise NotFound(f"no study {study}")
+        # The share's creator: this patient, for this study only, at its hospital.
+        creator = Principal(
+            subject=patient.subject, hospital=None, hospital_pk=hospital_pk, roles=frozenset(),
+            shared_studies=frozenset({study}), share_rights=frozenset({Right.READ}),
+        )  # fmt: skip
+        asked = ShareRequest(
+            studies=[study], expires_at=_now() + dt.timedelta(days=days), permissions=["view", "download"],
+            recipient=recipient, notify_email=email,
+        )  # fmt: skip
+        return await shares.create(creator, asked)

@@ -108,7 +108,27 @@ async def test_enrol_sign_in_and_see_only_ones_own_studies(portal: ArchiveUnderT
         series = thumbnails[0].split("/series/")[1].split("/")[0]
         guessed = await browser.get(f"/portal/studies/{theirs}/series/{series}/thumbnail")
         assert guessed.status_code == 404
-        await browser.post("/portal/signout")
+        # She shares it with a physician herself, and is told when it is first opened.
+        share_form = {"csrf": csrf_of(study.text), "days": "7", "recipient": "Dr. Quinn"}
+        assert (
+            await browser.post(f"/portal/studies/{mine}/share", data={**share_form, "csrf": "x"})
+        ).status_code == 403
+        assert (await browser.post(f"/portal/studies/{theirs}/share", data=share_form)).status_code == 404
+        assert (
+            await browser.post(f"/portal/studies/{mine}/share", data={**share_form, "days": "31"})
+        ).status_code == 400
+        made = await browser.post(f"/portal/studies/{mine}/share", data=share_form)
+        assert made.status_code == 201 and "Dr. Quinn" in made.text
+        share_link = re.search(r"https?://testserver(/s/[A-Za-z0-9_-]+)", made.text)
+        assert share_link
+        async with browser_at(portal) as physician:
+            assert (await physician.get(share_link.group(1))).status_code == 303
+        await portal.app.state.running.shares.notices.drain()
+        told = [m for m in mailbox.messages_to(PATIENT) if "was opened" in str(m["Subject"])]
+        assert len(told) == 1 and "Dr. Quinn" in told[0].get_content()
+        assert (await browser.post("/portal/signout", data={"csrf": "x"})).status_code == 403
+        out = await browser.post("/portal/signout", data={"csrf": csrf_of(home.text)})
+        assert out.status_code == 303
         assert "Email me a sign-in link" in (await browser.get("/portal")).text
     async with browser_at(portal) as thief:
         # The link worked once.
