@@ -32,6 +32,12 @@ test: $(VENV)/.test
 test-fast: $(VENV)/.test
 	$(BIN)/pytest -m "not slow"
 
+## Faults injected into real processes: kill -9 during ingest, object store and database
+## outages, a full disk, slow clients, fuzzing, a soak (a few minutes; needs root for tmpfs).
+.PHONY: test-reliability
+test-reliability: $(VENV)/.test
+	FILMLESS_RELIABILITY=1 $(BIN)/pytest tests/reliability -p no:randomly -s -ra --durations=0
+
 lint: $(VENV)/.test openapi-check
 	$(BIN)/ruff check app tests bench harness
 	$(BIN)/ruff format --check app tests bench harness

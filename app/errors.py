@@ -89,6 +89,12 @@ class TooManyRequests(FilmlessError):
     status = HTTPStatus.TOO_MANY_REQUESTS
 
 
+class ClientStalled(FilmlessError):
+    """The client stopped sending its request body midway (RFC 9110 §15.5.9)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
 class StorageUnavailable(FilmlessError):
     """A dependency failed. ``message`` names which one (it is what clients read);
     ``detail`` says where and how, for the log only: endpoints, buckets and object keys

@@ -18,7 +18,7 @@ from app.dicom.leniency import read_leniently
 from app.dimse.listener import listen
 from app.errors import FilmlessError, StorageUnavailable
 from app.http.errors import install_error_handlers
-from app.http.middleware import CatchUnexpected, RequestLog
+from app.http.middleware import CatchUnexpected, RequestLog, StallTimeout
 from app.http.share_gateway import ShareGateway
 from app.http.state import STATE_KEY, Running
 from app.repository import hospitals
@@ -30,6 +30,8 @@ from app.routers import (
     admin,
     console,
     console_admin,
+    console_mail,
+    console_portal,
     console_studies,
     delete,
     health,
@@ -38,6 +40,7 @@ from app.routers import (
     metrics,
     openapi,
     pages,
+    portal,
     qido,
     rendered,
     send,
@@ -83,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
             archive = await open_archive(settings, stack)
             authenticator = await open_authenticator(archive, stack)
             shares = Shares(archive, Hasher.from_file(settings.share_key_path))
+            stack.push_async_callback(shares.notices.drain)
             background = Jobs(archive)
             signin = SignIn(archive, authenticator)
             stack.push_async_callback(signin.close)
@@ -119,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     openapi.install(app)
     app.add_middleware(CatchUnexpected)
+    app.add_middleware(StallTimeout, timeout=settings.client_stall_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -156,7 +161,10 @@ def create_app(settings: Settings) -> FastAPI:
         send,
         console,
         console_studies,
+        console_mail,
+        console_portal,
         console_admin,
+        portal,
     ):
         app.include_router(module.router)
     # Share paths are rewritten before routing sees them; the request log is outermost, so

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: Directory for spooled request parts; default ``data_dir/spool``.
     spool_dir: Path | None = None
 
+    #: Seconds a client may take to send the next piece of its request body, or to take
+    #: the next piece of a response: a stalled or vanished client must not hold a spool
+    #: file, a database connection or a task for ever.
+    client_stall_timeout: float = Field(default=60.0, gt=0)
     #: Pending writes older than this many seconds are removed by the sweep.
     pending_timeout: int = 3600
     #: Seconds between sweeps (0 disables the background sweep).
@@ -167,6 +171,19 @@ class Settings(BaseSettings):
     #: The key share secrets are hashed with (created when missing); default under data_dir.
     share_key_file: Path | None = None
 
+    # --- Email (Access Pages sent, owners notified) -------------------------------------
+    #: The SMTP server mail goes to; unset (the embedded default): each message is written
+    #: to ``data_dir/outbox`` as an .eml file instead, and the log says where.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    #: "starttls" (RFC 3207, port 587), "ssl" (implicit TLS, RFC 8314, port 465) or "none".
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Filmless <filmless@localhost>"
+    #: Seconds to wait for the SMTP server (connection and each reply).
+    smtp_timeout: float = Field(default=30.0, gt=0)
+
     # --- Sending studies out (POST /api/studies/{study}/send) ---------------------------
     #: The archive's own AE title when it associates to send (C-STORE SCU).
     send_ae_title: str = Field(default="FILMLESS", pattern=r"^[ -\[\]-~]{1,16}$")
@@ -211,6 +228,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox"
 
     @property
     def share_key_path(self) -> Path:

@@ -215,9 +215,11 @@ def _s3_answers(port: int) -> bool:
 
 
 def _start_weed(
-    workdir: Path, access_key: str, secret_key: str
+    workdir: Path, access_key: str, secret_key: str, port_numbers: list[int] | None = None
 ) -> tuple[subprocess.Popen[bytes], int, list[int]]:
-    ports = dict(zip(_WEED_PORT_FLAGS, _free_ports(len(_WEED_PORT_FLAGS)), strict=True))
+    """Start ``weed mini`` in ``workdir``; given the ``port_numbers`` of an earlier start, on
+    the same ports and data (a restart)."""
+    ports = dict(zip(_WEED_PORT_FLAGS, port_numbers or _free_ports(len(_WEED_PORT_FLAGS)), strict=True))
     config = workdir / "s3.json"
     config.write_text(
         json.dumps(
@@ -232,7 +234,7 @@ def _start_weed(
             }
         )
     )
-    (workdir / "data").mkdir()
+    (workdir / "data").mkdir(exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "weed"),
         "mini",
@@ -255,7 +257,7 @@ def _start_weed(
         f"-filer.localSocket={workdir / 'filer.sock'}",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
-    log = (workdir / "weed.log").open("wb")
+    log = (workdir / "weed.log").open("ab")
     with log:
         process = subprocess.Popen(
             command,

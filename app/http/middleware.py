@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import ClientStalled
 from app.http.errors import audit_failure, error_response
 from app.observability import logs, metrics
 from app.services import audit
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("filmless.access")
+
+
+class StallTimeout:
+    """Bounds how long a client may stall: waiting for the next piece of a request body
+    raises :class:`ClientStalled` (408, the request's own clean-up removes its spool files),
+    and a response body no one reads for ``timeout`` seconds ends the connection.
+
+    Only the body is timed: once it is complete, ``receive`` waits for a disconnect for as
+    long as a response streams, which is no stall."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise ClientStalled("the request body stopped arriving") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def timed_send(message: Message) -> None:
+            # uvicorn's send waits while the client's socket buffer is full: a reader that
+            # stopped reading. A started response cannot change its status; close instead.
+            async with asyncio.timeout(self.timeout):
+                await send(message)
+
+        await self.app(scope, timed_receive, timed_send)
 
 
 class CatchUnexpected:

@@ -49,6 +49,10 @@ def _rewrite(scope: Scope) -> Scope | None:
     _, _, secret, rest = [*scope["path"].split("/", 3), "", "", ""][:4]
     if not secret or not (rest == "wado" or rest == "dicom-web" or rest.startswith("dicom-web/")):
         return None
+    # Share secrets are printable ASCII (app.security.share_secrets); anything else names no
+    # share, and could not travel in an Authorization header (RFC 9110 §5.5) anyway.
+    if not (secret.isascii() and secret.isprintable()):
+        return None
     if scope["method"] not in _READS:
         return None
     path = "/" + rest

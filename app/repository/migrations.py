@@ -86,3 +86,17 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     return applied_now
+
+
+async def unapplied(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> str | None:
+    """Why the schema does not match this code's migrations, or None when it does: for
+    readiness, since a node serving on a half-migrated or edited schema answers wrongly."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied = {r["version"]: r for r in await conn.fetch(SELECT_APPLIED)} if exists else {}
+    for migration in load(directory):
+        done = applied.get(migration.version)
+        if done is None:
+            return f"migration {migration.name} is not applied"
+        if done["sha256"] != migration.sha256:
+            return f"migration {migration.name} was edited after it was applied"
+    return None

@@ -11,15 +11,15 @@ from app.repository.database import Pool, connection, transaction
 _SHARE = """
 SELECT s.id, s.hospital_pk, h.code AS hospital, h.name AS hospital_name, s.created_by, s.created_at,
        s.expires_at, s.max_uses, s.uses, s.permissions, s.recipient, s.challenge, s.challenge_hash,
-       s.parent_id, s.revoked_at, s.revoked_by, s.deidentify,
+       s.parent_id, s.revoked_at, s.revoked_by, s.deidentify, s.notify_email,
        ARRAY(SELECT ss.study_instance_uid FROM share_studies ss WHERE ss.share_id = s.id
              ORDER BY ss.study_instance_uid) AS studies
 FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk"""
 
 INSERT_SHARE = """
 INSERT INTO shares (id, token_hash, code_hash, hospital_pk, created_by, expires_at, max_uses, permissions,
-                    recipient, challenge, challenge_hash, parent_id, deidentify)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"""
+                    recipient, challenge, challenge_hash, parent_id, deidentify, notify_email)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"""
 INSERT_STUDIES = "INSERT INTO share_studies (share_id, study_instance_uid) SELECT $1, unnest($2::text[])"
 SELECT_BY_ID = _SHARE + " WHERE s.id = $1"
 SELECT_BY_TOKEN = _SHARE + " WHERE s.token_hash = $1"
@@ -97,6 +97,7 @@ class ShareRow:
     revoked_at: dt.datetime | None
     revoked_by: str | None
     deidentify: bool
+    notify_email: str | None
     studies: list[str]
 
     def state(self, now: dt.datetime) -> str:
@@ -126,6 +127,7 @@ class NewShare:
     parent_id: str | None
     studies: list[str]
     deidentify: bool = False
+    notify_email: str | None = None
 
 
 async def insert(pool: Pool, share: NewShare) -> None:
@@ -133,7 +135,7 @@ async def insert(pool: Pool, share: NewShare) -> None:
         await conn.execute(
             INSERT_SHARE, share.id, share.token_hash, share.code_hash, share.hospital_pk, share.created_by,
             share.expires_at, share.max_uses, share.permissions, share.recipient, share.challenge,
-            share.challenge_hash, share.parent_id, share.deidentify,
+            share.challenge_hash, share.parent_id, share.deidentify, share.notify_email,
         )  # fmt: skip
         await conn.execute(INSERT_STUDIES, share.id, share.studies)
 

@@ -183,6 +183,7 @@ async def create_share(
     recipient: Annotated[str | None, Form(max_length=200)] = None,
     challenge: Annotated[str, Form()] = "",
     pin: Annotated[str | None, Form(max_length=12)] = None,
+    notify_email: Annotated[str | None, Form(max_length=254)] = None,
 ) -> Response:
     try:
         signed = await _staff(request, Right.SHARE)
@@ -195,6 +196,7 @@ async def create_share(
     asked = ShareRequest(
         studies=[study], expires_at=until, permissions=permissions or ["view"], max_uses=max_uses,
         recipient=recipient or None, challenge=challenge or None, pin=pin or None,
+        notify_email=notify_email or None,
     )  # fmt: skip
     try:
         created = await shares.create(signed.principal, asked)
@@ -207,7 +209,10 @@ async def create_share(
     await audit.commit(archive, trail, 201, f"created share {share.id}")
     out = created_out(share, created.token, created.access_code, base)
     pdf_action = f"/console/shares/{share.id}/pdf"
-    response = await print_page(shares, out, status=201, pdf_action=pdf_action, csrf=signed.csrf)
+    email_action = f"/console/shares/{share.id}/email"
+    response = await print_page(
+        shares, out, status=201, pdf_action=pdf_action, email_action=email_action, csrf=signed.csrf
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

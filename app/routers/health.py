@@ -16,7 +16,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the object store answer", responses={503: {}})
+@router.get(
+    "/readyz",
+    summary="The database (fully migrated), the object store and the spool answer",
+    responses={503: {}},
+)
 async def readyz(archive: ArchiveDep) -> JSONResponse:
     checks = await health.readiness(archive)
     ready = all(v == "ok" for v in checks.values())

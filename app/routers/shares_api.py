@@ -36,6 +36,11 @@ class ShareIn(BaseModel):
         description="Serve de-identified copies (PS3.15 Annex E, Basic Application Level Confidentiality "
         "Profile, UIDs replaced consistently) on every path: page, download and DICOMweb root",
     )
+    notify_email: str | None = Field(
+        default=None,
+        max_length=254,
+        description="Emailed when the share is first opened and when it is locked out",
+    )
 
 
 class ShareOut(BaseModel):
@@ -54,6 +59,7 @@ class ShareOut(BaseModel):
     revoked_at: dt.datetime | None
     studies: list[str]
     deidentify: bool
+    notify_email: str | None
     burned_in_warning: bool | None = Field(
         default=None,
         description="De-identified, yet some images' Burned In Annotation (0028,0301) is YES or absent: "

@@ -47,8 +47,11 @@ async def remove_objects(archive: Archive, keys: list[str]) -> None:
         await deletion.forget_garbage(archive.pool, done)
 
 
-async def collect_garbage(archive: Archive, older_than: int = 60) -> int:
-    """Remove objects a crash or an outage left queued (called by the sweep)."""
+async def collect_garbage(archive: Archive, older_than: int = 0) -> int:
+    """Remove objects a crash or an outage left queued (called by the sweep). No grace
+    period is needed: keys are queued in the transaction that removes their rows, so once
+    visible here nothing refers to them, and a delete racing the one of the request that
+    queued them is harmless (deleting a missing object succeeds on both stores)."""
     keys = await deletion.old_garbage(archive.pool, older_than)
     await remove_objects(archive, keys)
     return len(keys)

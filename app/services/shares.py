@@ -37,6 +37,8 @@ from app.security.share_secrets import (
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
+from app.services.mail import valid_address
+from app.services.share_notices import Notices
 
 PERMISSIONS = ("view", "download", "reshare")
 #: Replacement UIDs of de-identifying shares kept in memory, at most (about 200 bytes each).
@@ -55,6 +57,8 @@ class ShareRequest:
     pin: str | None = None
     #: Serve de-identified copies (PS3.15 Annex E) on every path of the share.
     deidentify: bool = False
+    #: Told when the share is first opened and when it is locked out.
+    notify_email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Shares:
     def __init__(self, archive: Archive, hasher: Hasher) -> None:
         self.archive, self.hasher = archive, hasher
         self._pseudonyms: OrderedDict[str, Pseudonyms] = OrderedDict()
+        self.notices = Notices(archive)
 
     # --- staff ---------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Shares:
             hospital_pk = parent.hospital_pk
         if hospital_pk is None:
             raise Forbidden("only a member hospital's staff may share")
+        notify = valid_address(request.notify_email) if request.notify_email else None
         token, code, share_id = new_token(), new_access_code(), new_share_id()
         challenge_hash = self._challenge_hash(share_id, request, found)
         await repository.insert(
@@ -135,7 +141,7 @@ class Shares:
                 max_uses=request.max_uses, permissions=permissions, recipient=request.recipient,
                 challenge=request.challenge, challenge_hash=challenge_hash,
                 parent_id=parent.id if parent else None, studies=studies,
-                deidentify=request.deidentify,
+                deidentify=request.deidentify, notify_email=notify,
             ),
         )  # fmt: skip
         row = await repository.by_id(self.archive.pool, share_id)
@@ -305,6 +311,7 @@ class Shares:
         answer = normalize_answer(share.challenge, typed)
         if not answer or not self.hasher.matches(f"challenge:{share.id}", answer, share.challenge_hash):
             await repository.record_failure(self.archive.pool, client, share.id)
+            await self.notices.failed(share, client)
             raise Forbidden("that answer does not match")
         return await self.open_session(share)
 
@@ -330,6 +337,7 @@ class Shares:
         """A session for a gate passed: one use of the share."""
         if not await repository.take_use(self.archive.pool, share.id):
             raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
+        await self.notices.opened(share.id)
         secret = new_token()
         hours = dt.timedelta(hours=self.archive.settings.share_session_hours)
         await repository.add_session(
@@ -344,6 +352,7 @@ class Shares:
         """One download: refused when the share is used up."""
         if not await repository.take_use(self.archive.pool, share_id):
             raise Unauthorized("the share has been used up")
+        await self.notices.opened(share_id)
 
     async def history(self, share_id: str) -> list[AuditEvent]:
         return await audit_repository.search(self.archive.pool, AuditFilter(share_id=share_id), 500, 0)

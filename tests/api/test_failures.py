@@ -56,7 +56,49 @@ async def test_store_failure_is_503_and_leaves_nothing(served: ArchiveUnderTest,
 async def test_readyz_when_all_is_well(served: ArchiveUnderTest):
     response = await served.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "object_store": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "object_store": "ok", "spool": "ok"}
+
+
+async def test_readyz_reports_an_unapplied_or_edited_migration(served: ArchiveUnderTest):
+    """A node on a schema its code does not expect answers wrongly: not ready, and why."""
+    conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
+    try:
+        last = await conn.fetchrow("SELECT * FROM schema_migrations ORDER BY version DESC LIMIT 1")
+        await conn.execute(
+            "UPDATE schema_migrations SET sha256 = 'edited' WHERE version = $1", last["version"]
+        )
+        try:
+            response = await served.client.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["database"] == f"migration {last['name']} was edited after it was applied"
+            await conn.execute("DELETE FROM schema_migrations WHERE version = $1", last["version"])
+            response = await served.client.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["database"] == f"migration {last['name']} is not applied"
+        finally:
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, sha256, applied_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (version) DO UPDATE SET sha256 = EXCLUDED.sha256",
+                last["version"], last["name"], last["sha256"], last["applied_at"],
+            )  # fmt: skip
+    finally:
+        await conn.close()
+    assert (await served.client.get("/readyz")).status_code == 200
+
+
+async def test_readyz_reports_an_unwritable_spool(served: ArchiveUnderTest):
+    # As root, permissions do not stop a write: replace the directory by a file instead.
+    spool = served.settings.spool_path
+    shutil.rmtree(spool)
+    spool.write_text("not a directory any more")
+    response = await served.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["spool"].startswith("the spool directory is not writable")
+    assert body["database"] == "ok" and body["object_store"] == "ok"
+    spool.unlink()
+    spool.mkdir()
+    assert (await served.client.get("/readyz")).status_code == 200
 
 
 def _facts(parsed: ParsedInstance, key: str, size: int, sha256: bytes) -> ObjectFacts:

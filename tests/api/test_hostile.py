@@ -114,6 +114,13 @@ async def test_nul_in_paths_and_parameters_is_a_400_and_audited(served: ArchiveU
     assert any("\ufffd" in (e["path"] or "") for e in refused)
 
 
+async def test_a_share_secret_that_is_not_ascii_names_no_share(served: ArchiveUnderTest):
+    # Found by schemathesis: such a secret made the share gateway fail with a 500.
+    for secret in ("1T%C3%A4%F1%9B%B9%BDc", "%E2%82%AC", "a%0Ab"):
+        response = await served.client.get(f"/share/{secret}/dicom-web/studies")
+        assert response.status_code == 404, (secret, response.status_code, response.text)
+
+
 @FILESYSTEM
 async def test_huge_numbers_are_400(served: ArchiveUnderTest):
     ct = make_sample("ct")

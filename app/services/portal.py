@@ -1,0 +1,161 @@
+"""The patient portal: enrolment by a printed code, passwordless sign-in by emailed
+one-time links, and the signed-in patient's studies.
+
+Whatever is typed, enrolment and sign-in requests get the same answer ("if that was
+right, a link is on its way"), so the portal tells no one which codes, addresses or
+patients exist. Codes, links and sessions are stored as keyed hashes only. A patient
+sees the studies of the patient IDs their account is linked to, at the hospital that
+issued each code, through the same QIDO-RS engine and scope as a share's recipient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from app.errors import BadRequest, NotFound, Unauthorized
+from app.repository import portal as repository
+from app.security.principal import Principal, Right
+from app.security.share_secrets import Hasher, new_access_code, new_token, normalize_code
+from app.services import mail
+from app.services.archive import Archive
+from app.services.mail import Letter, valid_address
+from app.services.shares import CreatedShare, ShareRequest, Shares
+
+log = logging.getLogger(__name__)
+
+#: A printed enrolment code lasts this long (it travels on paper, by post).
+CODE_DAYS = 60
+#: A sign-in link lasts this long, and opens once.
+LINK_MINUTES = 15
+#: A portal session lasts this long.
+SESSION_HOURS = 2
+#: The longest a share a patient makes may last.
+PATIENT_SHARE_DAYS = 30
+
+
+@dataclass(frozen=True)
+class EnrolmentCode:
+    code: str
+    patient_id: str
+    hospital: str
+    expires_at: dt.datetime
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Portal:
+    def __init__(self, archive: Archive, hasher: Hasher) -> None:
+        self.archive, self.hasher = archive, hasher
+
+    async def new_code(self, by: Principal, patient_id: str) -> EnrolmentCode:
+        """A code binding its holder to ``patient_id`` at the staff member's hospital,
+        for a patient the hospital holds studies of (else 404)."""
+        if by.hospital_pk is None or by.hospital is None:
+            raise NotFound("no such patient")
+        if not patient_id or not await repository.patient_known(
+            self.archive.pool, by.hospital_pk, patient_id
+        ):
+            raise NotFound("no such patient")
+        code = new_access_code()
+        expires = _now() + dt.timedelta(days=CODE_DAYS)
+        digest = self.hasher.digest("enrol", code)
+        await repository.add_code(self.archive.pool, digest, by.hospital_pk, patient_id, by.subject, expires)
+        return EnrolmentCode(code, patient_id, by.hospital, expires)
+
+    async def enrol(self, typed_code: str, email: str, base: str) -> None:
+        """Spend the code, link its patient to the account of ``email`` and email a
+        sign-in link. Nothing is said of a code that opens nothing."""
+        address = valid_address(email).lower()
+        code = normalize_code(typed_code)
+        account = (
+            await repository.enrol(self.archive.pool, self.hasher.digest("enrol", code), address)
+            if code
+            else None
+        )
+        if account is not None:
+            await self._send_link(account, address, base)
+
+    async def request_link(self, email: str, base: str) -> None:
+        """Email a sign-in link to an enrolled address; nothing for any other."""
+        address = valid_address(email).lower()
+        account = await repository.account_of(self.archive.pool, address)
+        if account is not None:
+            await self._send_link(account, address, base)
+
+    async def _send_link(self, account: int, address: str, base: str) -> None:
+        token = new_token()
+        expires = _now() + dt.timedelta(minutes=LINK_MINUTES)
+        await repository.add_link(
+            self.archive.pool, self.hasher.digest("portal-link", token), account, expires
+        )
+        text = (
+            "Sign in to see your medical images:\n\n"
+            f"  {base}/portal/signin/{token}\n\n"
+            f"The link works once, for {LINK_MINUTES} minutes. "
+            "If you did not ask for it, ignore this message.\n"
+        )
+        await mail.send(self.archive.settings, Letter(address, "Your sign-in link", text))
+
+    async def sign_in(self, token: str) -> str:
+        """Spend a sign-in link; a new session's secret. A used, expired or unknown link
+        is refused alike."""
+        account = await repository.spend_link(self.archive.pool, self.hasher.digest("portal-link", token))
+        if account is None:
+            raise Unauthorized("this sign-in link is not valid (used, expired or unknown): ask for a new one")
+        secret = new_token()
+        expires = _now() + dt.timedelta(hours=SESSION_HOURS)
+        await repository.add_session(
+            self.archive.pool, self.hasher.digest("portal-session", secret), account, expires
+        )
+        return secret
+
+    async def principal(self, session: str | None) -> Principal | None:
+        """The signed-in patient as a caller: read access to their own studies only."""
+        if not session:
+            return None
+        pool = self.archive.pool
+        account = await repository.session_account(pool, self.hasher.digest("portal-session", session))
+        if account is None:
+            return None
+        studies = await repository.studies_of(pool, account)
+        return Principal(
+            subject=f"patient:{account}", hospital=None, hospital_pk=None, roles=frozenset(),
+            shared_studies=frozenset(studies), share_rights=frozenset({Right.READ}),
+        )  # fmt: skip
+
+    async def sign_out(self, session: str) -> None:
+        await repository.end_session(self.archive.pool, self.hasher.digest("portal-session", session))
+
+    def csrf(self, session: str) -> str:
+        """The session's form token: derived from its secret, so stored nowhere."""
+        return self.hasher.digest("portal-csrf", session).hex()
+
+    async def share(
+        self, patient: Principal, shares: Shares, study: str, days: int, recipient: str | None
+    ) -> CreatedShare:
+        """A share of one of the patient's own studies, made in the name of the hospital
+        that holds it, for at most :data:`PATIENT_SHARE_DAYS`; the patient is told (by
+        email) when it is first opened and when it is locked out."""
+        if patient.shared_studies is None or study not in patient.shared_studies:
+            raise NotFound(f"no study {study}")
+        if not 1 <= days <= PATIENT_SHARE_DAYS:
+            raise BadRequest(f"a share you make lasts 1 to {PATIENT_SHARE_DAYS} days")
+        account = int(patient.subject.removeprefix("patient:"))
+        hospital_pk = await repository.study_hospital(self.archive.pool, study)
+        email = await repository.email_of(self.archive.pool, account)
+        if hospital_pk is None or email is None:
+            raise NotFound(f"no study {study}")
+        # The share's creator: this patient, for this study only, at its hospital.
+        creator = Principal(
+            subject=patient.subject, hospital=None, hospital_pk=hospital_pk, roles=frozenset(),
+            shared_studies=frozenset({study}), share_rights=frozenset({Right.READ}),
+        )  # fmt: skip
+        asked = ShareRequest(
+            studies=[study], expires_at=_now() + dt.timedelta(days=days), permissions=["view", "download"],
+            recipient=recipient, notify_email=email,
+        )  # fmt: skip
+        return await shares.create(creator, asked)
