@@ -9,6 +9,7 @@ parts are framed around caller-supplied byte streams.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -83,13 +84,29 @@ async def stream_multipart(
     name that is not a token)."""
     separator = f"--{boundary}\r\n".encode("ascii")
     first = True
-    async for headers, body in parts:
-        yield (b"" if first else b"\r\n") + separator + _encode_headers(headers)
-        first = False
-        async for chunk in body:
-            if chunk:
-                yield chunk
+    # Closing this stream early (a client gone) closes the part and the body under way, so
+    # what they hold open (a stored object's reader) is let go at once, not when collected.
+    async with closing(parts):
+        async for headers, body in parts:
+            yield (b"" if first else b"\r\n") + separator + _encode_headers(headers)
+            first = False
+            async with closing(body):
+                async for chunk in body:
+                    if chunk:
+                        yield chunk
     yield (b"" if first else b"\r\n") + f"--{boundary}--\r\n".encode("ascii")
+
+
+@contextlib.asynccontextmanager
+async def closing(iterable: AsyncIterable[Any]) -> AsyncIterator[None]:
+    """Close ``iterable`` on leaving, if it can be closed (an async generator): ``async
+    for`` alone leaves a generator it stops iterating suspended."""
+    try:
+        yield
+    finally:
+        aclose = getattr(iterable, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def boundary_of(content_type: MediaType) -> bytes:

@@ -8,6 +8,7 @@ import gzip
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from app.services.bodies import Body
 
@@ -65,6 +66,21 @@ def stream(body: Body) -> StreamingResponse:
         headers["Content-Range"] = body.content_range
     if body.warning is not None:
         headers["Warning"] = body.warning
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         body.chunks, status_code=body.status, media_type=body.media_type, headers=headers
     )
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed body closed as soon as sending ends, however it ends. Starlette stops
+    iterating when a send fails (a client gone, or cut off for not reading) but leaves the
+    generator suspended until the garbage collector finds it, holding the object store's
+    reader — an open file or connection — that long."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()

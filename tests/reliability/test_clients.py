@@ -6,6 +6,7 @@ and after: the spool's listing, /proc/<pid>/fd, pg_stat_activity)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -123,12 +124,6 @@ def test_a_body_cut_off_midway_leaves_nothing(node: Node, clean_db):
         assert client.get("/readyz").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stalled send is cut off after the timeout, but the object's file stays open: the "
-    "response's generators (the multipart writer, the store reader's drain) are not closed when "
-    "sending fails, only when garbage collected",
-)
 def test_a_reader_that_stops_reading_is_cut_off(node: Node, clean_db):
     headers = {"Authorization": f"Bearer {node_token(node)}"}
     # About 32 MiB: more than the socket buffers on both sides hold.
@@ -150,8 +145,29 @@ def test_a_reader_that_stops_reading_is_cut_off(node: Node, clean_db):
         )
         assert reader.recv(4096).startswith(b"HTTP/1.1 200")
         stopped = time.monotonic()
-        # The reader stops reading but keeps its socket open: the server must let go.
-        wait_for(lambda: _fds(node) <= fds, STALL + 10, "the server to close the stalled response")
+        # The reader stops reading but keeps its socket open: the server must let go of
+        # what the response holds, the stored object first.
+        wait_for(lambda: not _object_files(node), STALL + 10, "the server to close the stored object")
         waited = time.monotonic() - stopped
         print(f"\nstalled reader cut off after {waited:.1f} s")
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: _fds(node) <= fds, 5, "the server to close the stalled connection")
+        if _fds(node) > fds:
+            # uvicorn ends a response that failed by closing its transport, and asyncio closes
+            # a transport only once its write buffer drains, which a reader that stopped
+            # reading never lets happen: the socket stays until the client goes.
+            pytest.xfail("the stalled connection stays open until the client closes it")
     wait_for(lambda: _settled(node, clean_db, fds), 10, "the fds and connections to settle")
+
+
+def _object_files(node: Node) -> list[str]:
+    """The server's open files under its data directory (the filesystem store's objects)."""
+    assert node.process is not None
+    root = str(node.data_dir)
+    found = []
+    for fd in Path(f"/proc/{node.process.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(root) and not target.endswith(".log"):
+                found.append(target)
+    return found
