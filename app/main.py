@@ -167,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
         portal,
     ):
         app.include_router(module.router)
+    app.add_exception_handler(console_studies.SignInFirst, console_studies.to_sign_in)
     # Share paths are rewritten before routing sees them; the request log is outermost, so
     # that its id is on every line the request causes and its status is the one sent.
     app.add_middleware(ShareGateway)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.errors import FilmlessError
 from app.http.deps import ArchiveDep
 from app.routers.console import console_page
-from app.routers.console_studies import _SignInFirst, _staff, _trail
+from app.routers.console_studies import _staff, _trail
 from app.security.principal import Right
 from app.services import admin, audit
 from app.services.admin import AuditFilter
@@ -31,10 +31,7 @@ def _day(value: str | None) -> dt.datetime | None:
 
 @router.get("/admin")
 async def admin_page(request: Request, archive: ArchiveDep) -> Response:
-    try:
-        signed = await _staff(request, Right.ADMINISTER)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.ADMINISTER)
     trail = _trail(request, Transaction.ADMIN, signed)
     members = await admin.hospitals_list(archive, trail)
     known = await admin.aes_list(archive, trail, signed.principal.hospital_pk)
@@ -43,10 +40,7 @@ async def admin_page(request: Request, archive: ArchiveDep) -> Response:
 
 @router.get("/audit")
 async def audit_page(request: Request, archive: ArchiveDep) -> Response:
-    try:
-        signed = await _staff(request, Right.AUDIT)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.AUDIT)
     q = request.query_params
     asked = {k: q.get(k, "").strip() for k in (*AUDIT_FILTERS, "since", "until")}
     trail = _trail(request, Transaction.AUDIT_QUERY, signed)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.errors import FilmlessError
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.routers.console import console_page
-from app.routers.console_studies import _check_csrf, _SignInFirst, _staff, _trail
+from app.routers.console_studies import _check_csrf, _staff, _trail
 from app.security.principal import Right
 from app.services import audit
 from app.services.audit import Transaction
@@ -31,10 +31,7 @@ async def email_access_page(
     to: Annotated[str, Form(max_length=254)],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
     trail.event.share_id = share_id

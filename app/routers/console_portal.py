@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.routers.console import console_page
-from app.routers.console_studies import _check_csrf, _SignInFirst, _staff, _trail
+from app.routers.console_studies import _check_csrf, _staff, _trail
 from app.security.principal import Right
 from app.services import audit
 from app.services.audit import Transaction
@@ -27,10 +27,7 @@ async def new_enrolment_code(
     patient_id: Annotated[str, Form(max_length=64)],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
     trail.note(patients=[patient_id], owners=[signed.principal.hospital or ""])

@@ -42,14 +42,19 @@ SEARCH_KEYS = {
 }
 
 
-class _SignInFirst(Exception):
-    pass
+class SignInFirst(Exception):
+    """A console page asked for without a signed-in session: answered by
+    :func:`to_sign_in`, a redirect to the sign-in page, wherever it is raised."""
+
+
+async def to_sign_in(request: Request, exc: Exception) -> Response:
+    return RedirectResponse("/console/signin", status_code=303)
 
 
 async def _staff(request: Request, right: Right) -> Signed:
     signed = await signed_in(request)
     if signed is None:
-        raise _SignInFirst
+        raise SignInFirst
     if right not in signed.principal.rights:
         raise Forbidden(f"this requires the right to {right.value}")
     return signed
@@ -74,10 +79,7 @@ def _check_csrf(signed: Signed, csrf: str) -> None:
 
 @router.get("/studies")
 async def find_studies(request: Request, archive: ArchiveDep) -> Response:
-    try:
-        signed = await _staff(request, Right.READ)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.READ)
     asked = {k: request.query_params.get(k, "").strip() for k in SEARCH_KEYS}
     rows: list[dict[str, str]] = []
     error = None
@@ -111,10 +113,7 @@ async def find_studies(request: Request, archive: ArchiveDep) -> Response:
 
 @router.get("/studies/{study}")
 async def study_page(request: Request, archive: ArchiveDep, study: StudyUID) -> Response:
-    try:
-        signed = await _staff(request, Right.READ)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.READ)
     trail = _trail(request, Transaction.QIDO, signed)
     scope = signed.principal.scope
     studies = await qido.search(archive, scope, Level.STUDY, [("StudyInstanceUID", study)], "/dicom-web")
@@ -158,7 +157,7 @@ async def series_thumbnail(
 ) -> Response:
     try:
         signed = await _staff(request, Right.READ)
-    except _SignInFirst:
+    except SignInFirst:  # an image: no redirect to a page
         return Response(status_code=401)
     trail = _trail(request, Transaction.WADO, signed)
     choice = negotiate_rendered("image/jpeg", False)
@@ -185,10 +184,7 @@ async def create_share(
     pin: Annotated[str | None, Form(max_length=12)] = None,
     notify_email: Annotated[str | None, Form(max_length=254)] = None,
 ) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
     # The share lasts until the end of the chosen day (UTC).
@@ -219,10 +215,7 @@ async def create_share(
 
 @router.get("/shares")
 async def list_shares(request: Request, shares: SharesDep) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     assert signed.principal.hospital_pk is not None
     trail = _trail(request, Transaction.SHARE, signed)
     study = request.query_params.get("study") or None
@@ -232,10 +225,7 @@ async def list_shares(request: Request, shares: SharesDep) -> Response:
 
 @router.get("/shares/{share_id}")
 async def share_page(request: Request, archive: ArchiveDep, shares: SharesDep, share_id: str) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     trail = _trail(request, Transaction.SHARE, signed)
     share = await shares.visible(signed.principal, share_id)
     history = await shares.history(share.id)
@@ -248,10 +238,7 @@ async def share_page(request: Request, archive: ArchiveDep, shares: SharesDep, s
 async def revoke_share(
     request: Request, archive: ArchiveDep, shares: SharesDep, share_id: str, csrf: Annotated[str, Form()] = ""
 ) -> Response:
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
     await shares.revoke(signed.principal, trail, share_id)
@@ -271,10 +258,7 @@ async def share_pdf(
 ) -> Response:
     """The Access Page as a PDF. Secrets are stored only as hashes, so (as for printing
     through the API) only whoever holds them, from the creation answer, can ask."""
-    try:
-        signed = await _staff(request, Right.SHARE)
-    except _SignInFirst:
-        return RedirectResponse("/console/signin", status_code=303)
+    signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
     share = await shares.visible(signed.principal, share_id)
