@@ -6,17 +6,14 @@ and not after they expire; an unknown code gets the same answer as a used one.""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from tests.console.conftest import CLIENT_SECRET, archive_with, browser_at
-from tests.console.oidc import CLIENT_ID, PROVIDER_WARNINGS, csrf_of, sign_in
+from tests.console.conftest import browser_at
+from tests.console.oidc import PROVIDER_WARNINGS, csrf_of, sign_in
 from tests.fixtures import ArchiveUnderTest
-from tests.mail.smtp import Mailbox, smtp_server
+from tests.mail.smtp import Mailbox
 from tests.samples import make_sample, multipart_body
 
 pytestmark = pytest.mark.filterwarnings(PROVIDER_WARNINGS)
@@ -24,21 +21,9 @@ pytestmark = pytest.mark.filterwarnings(PROVIDER_WARNINGS)
 PATIENT = "pat@home.example"
 
 
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def portal(
-    clean_db: str, tmp_path: Path, issuer: str, mailbox: Mailbox
-) -> AsyncIterator[ArchiveUnderTest]:
-    async for under_test in archive_with(
-        clean_db, tmp_path, oidc_issuer=issuer, oidc_client_id=CLIENT_ID, oidc_client_secret=CLIENT_SECRET,
-        smtp_host=mailbox.host, smtp_port=mailbox.port, smtp_security="none",
-    ):  # fmt: skip
-        yield under_test
+@pytest.fixture
+def portal(mailing_console: ArchiveUnderTest) -> ArchiveUnderTest:
+    return mailing_console
 
 
 async def _store(archive: ArchiveUnderTest, patient_id: str, description: str) -> str:
