@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.dicom.levels import Level
 from app.dicom.negotiation import negotiate_rendered
 from app.dicom.rendering import parse_rendered_params
-from app.errors import FilmlessError, Forbidden, NotFound
+from app.errors import FilmlessError, Forbidden
 from app.http import trails
 from app.http.deps import ArchiveDep, BaseDep, SharesDep
 from app.routers.console import console_page, signed_in
@@ -261,11 +261,7 @@ async def share_pdf(
     signed = await _staff(request, Right.SHARE)
     _check_csrf(signed, csrf)
     trail = _trail(request, Transaction.SHARE, signed)
-    share = await shares.visible(signed.principal, share_id)
-    access = await shares.resolve(token)
-    opened = await shares.peek_code(access_code)
-    if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
-        raise NotFound("these secrets do not belong to this share")
+    share = await shares.held(signed.principal, share_id, token, access_code)
     out = created_out(share, token, access_code, base)
     studies = await summaries(shares, out.studies)
     names = ", ".join(sorted({person_name(s["patient_name"]) for s in studies}))

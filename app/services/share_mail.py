@@ -9,7 +9,6 @@ run, and the physician learns whose images they are once the page is opened.
 
 from __future__ import annotations
 
-from app.errors import NotFound
 from app.repository.shares import ShareRow
 from app.security.principal import Principal
 from app.services import mail
@@ -22,11 +21,7 @@ async def send_access_page(
     archive: Archive, shares: Shares, by: Principal, share_id: str, token: str, code: str, to: str, base: str
 ) -> ShareRow:
     """Email ``share_id``'s link and code to ``to``; the share (for the audit trail)."""
-    share = await shares.visible(by, share_id)
-    access = await shares.resolve(token)
-    opened = await shares.peek_code(code)
-    if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
-        raise NotFound("these secrets do not belong to this share")
+    share = await shares.held(by, share_id, token, code)
     await mail.send(archive.settings, access_page_letter(share, token, code, to, base))
     return share
 

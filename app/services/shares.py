@@ -201,13 +201,20 @@ class Shares:
     async def reprint(self, by: Principal, trail: Trail, share_id: str, token: str, code: str) -> ShareRow:
         """The share whose secrets ``token`` and ``code`` are, for printing its page again.
         Secrets are stored only as hashes: only whoever holds them can print it."""
+        share = await self.held(by, share_id, token, code)
+        trail.event.share_id = share.id
+        await audit.commit(self.archive, trail, 200, "printed")
+        return share
+
+    async def held(self, by: Principal, share_id: str, token: str, code: str) -> ShareRow:
+        """``share_id``, visible to ``by``, if ``token`` and ``code`` are its secrets: what
+        staff must hold to print, download or email its Access Page again (the secrets are
+        stored only as hashes, so only whoever kept the creation answer can)."""
         share = await self.visible(by, share_id)
         access = await self.resolve(token)
         opened = await self.peek_code(code)
         if access is None or access.share.id != share.id or opened is None or opened.id != share.id:
             raise NotFound("these secrets do not belong to this share")
-        trail.event.share_id = share.id
-        await audit.commit(self.archive, trail, 200, "printed")
         return share
 
     async def summaries(self, uids: list[str]) -> list[dict[str, Any]]:
