@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from app.dicom.leniency import read_leniently
+from bench.ceiling import measure_ceiling
 from bench.corpus import (
     MIB,
     InstanceWriter,
@@ -42,8 +43,8 @@ from bench.measure import Measurement, Plan
 from bench.report import FILMLESS_AT_SCALE, LEGEND, figures, mismatches, rows, short_count, table, write_json
 from bench.seed import Layout, sample_studies, seed_index
 from bench.services import Backing, backing_services, serve_filmless
-from bench.stow import StowRequest, build_requests, post, store_large, store_small, stow_request
-from bench.targets import FILMLESS, ORTHANC, Target, clear_orthanc_corpus, orthanc_base, orthanc_target
+from bench.stow import StowRequest, build_requests, post, store_huge, store_large, store_small, stow_request
+from bench.targets import FILMLESS, NGINX, ORTHANC, Target, clear_orthanc_corpus, orthanc_base, orthanc_target
 from bench.workload import QIDO, VIEWER, WADO, Catalog, LargeRef, measure_ping, measure_reads
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,6 +57,8 @@ LARGE_SIDE = 512
 CT_SIDE, J2K_SLICES = 512, 10
 #: Instances per STOW request of the viewer study (0.5 MiB each).
 VIEWER_PER_REQUEST = 5
+#: MiB of the huge instance by default.
+HUGE_MIB = 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"frames of the {LARGE_SIDE}x{LARGE_SIDE} 16-bit multi-frame instance (200 = 100 MiB; 0: none)",
     )
     add("--large-stows", type=int, default=3, help="measured STOWs of it, after one warm-up (3)")
+    add(
+        "--huge-stow-mib",
+        type=int,
+        default=HUGE_MIB,
+        help=f"MiB of one more multi-frame instance, stored once, last, for the server's peak RSS "
+        f"growth alone ({HUGE_MIB}; 0: none)",
+    )
     add(
         "--viewer-slices",
         type=int,
@@ -122,9 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="Filmless's worker processes, FILMLESS_WORKERS (default: the machine's cores, "
-        f"{os.cpu_count()} here; Orthanc uses every core too)",
+        default=None,
+        help="Filmless's worker processes, FILMLESS_WORKERS (default: unset, so the server's own "
+        "default, as deployed)",
     )
     add(
         "--orthanc-dicom-port",
@@ -141,10 +151,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory of the JSON results")
     args = parser.parse_args(argv)
-    names = ("studies", "series", "instances", "clients", "per_request", "repetitions", "workers")
+    names = ("studies", "series", "instances", "clients", "per_request", "repetitions")
     for name in (*names, "associations", "dimse_per_round"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.huge_stow_mib < 0:
+        parser.error("--huge-stow-mib must not be negative")
     return args
 
 
@@ -160,6 +174,23 @@ class Corpus:
     viewer_requests: tuple[StowRequest, ...] = ()
     #: Files for the DIMSE C-STORE figure, sent after every read figure.
     dimse: DimseCorpus | None = None
+    #: The huge instance, stored once, last, under this SOP Instance UID.
+    huge: LargeInstance | None = None
+    huge_uid: str = ""
+
+    def instance(self, sop_uid: str) -> memoryview:
+        """A small instance's Part 10 bytes, exactly as stored over STOW-RS."""
+        if not self._parts:
+            for request in self.requests:
+                for index, uid in enumerate(request.sop_uids):
+                    self._parts[uid] = (request, index)
+        request, index = self._parts[sop_uid]
+        return request.part(index)
+
+    #: SOP Instance UID -> its request and its place in it (filled on first use).
+    _parts: dict[str, tuple[StowRequest, int]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def instances(self) -> int:
@@ -186,8 +217,16 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         if args.dimse_rounds
         else None
     )
+    huge, huge_uid = None, ""
+    if args.huge_stow_mib:
+        frames = -(-args.huge_stow_mib * MIB // (LARGE_SIDE * LARGE_SIDE * 2))
+        # UIDs of its own, so the rest of the corpus is the same with or without it.
+        huge_uids = uid_source(random.Random(args.seed + 20_011))  # noqa: S311 (not secret)
+        huge = write_large_instance(workdir / "huge.dcm", frames, LARGE_SIDE, LARGE_SIDE, huge_uids)
+        huge_uid = next(huge_uids)
+    extra = {"dimse": dimse, "huge": huge, "huge_uid": huge_uid}
     if not args.viewer_slices:
-        return Corpus(studies, requests, large, large_uids, dimse=dimse)
+        return Corpus(studies, requests, large, large_uids, **extra)
     slices = max(args.viewer_slices, args.warmup + args.repetitions + 1)
     viewer = plan_viewer_study(slices, min(J2K_SLICES, slices), uids)
     native, j2k = viewer_instances(viewer, CT_SIDE, args.seed)
@@ -196,7 +235,7 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         for series in (native, j2k)
         for start in range(0, len(series), VIEWER_PER_REQUEST)
     )
-    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests, dimse)
+    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests, **extra)
 
 
 def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> dict[str, Measurement]:
@@ -230,6 +269,11 @@ def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> 
         print(f"{target.name}: DIMSE C-STORE of {corpus.dimse.instances} instances", flush=True)
         results["dimse.store"] = store_rounds(target.dicom, corpus.dimse, args.associations)
         _print_brief(target, "dimse.store", results["dimse.store"], "inst/s")
+    if corpus.huge is not None:
+        # Last: a GiB in the store would otherwise crowd the page cache the reads use.
+        print(f"{target.name}: STOW of the {corpus.huge.pixel_bytes / MIB:.0f} MiB instance", flush=True)
+        results["stow.huge_rss"] = store_huge(target, corpus.huge, corpus.huge_uid)
+        _print_brief(target, "stow.huge_rss", results["stow.huge_rss"], "MiB")
     return results
 
 
@@ -243,12 +287,14 @@ def _print_brief(target: Target, key: str, measurement: Measurement, unit: str) 
 
 
 async def measure_filmless(
-    backing: Backing, corpus: Corpus, args: argparse.Namespace, workdir: Path
+    backing: Backing, corpus: Corpus, args: argparse.Namespace, workdir: Path, info: dict[str, Any]
 ) -> dict[str, Measurement]:
     url = await backing.postgres.create_database("filmless_bench")
     with serve_filmless(
         url, backing.s3, workdir / "filmless", max_limit=max(1000, corpus.all_limit), workers=args.workers
     ) as server:
+        info["workers"] = server.workers
+        print(f"{FILMLESS}: {server.workers} worker process(es) at {server.url}", flush=True)
         target = Target(
             FILMLESS,
             server.dicomweb,
@@ -326,13 +372,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         corpus = build_corpus(args, workdir)
         large = f", a {corpus.large.pixel_bytes / MIB:.0f} MiB multi-frame" if corpus.large else ""
         viewer = f", a viewer study of {corpus.viewer.instances} CT slices" if corpus.viewer else ""
+        huge = f", a {corpus.huge.pixel_bytes / MIB:.0f} MiB multi-frame for memory" if corpus.huge else ""
         seconds = time.perf_counter() - began
         print(
-            f"corpus: {corpus.instances} instances in {len(corpus.studies)} studies{large}{viewer} "
+            f"corpus: {corpus.instances} instances in {len(corpus.studies)} studies{large}{viewer}{huge} "
             f"({seconds:.0f} s)"
         )
+        # The ceiling first, on a machine that no archive keeps busy (Orthanc, for one, is
+        # still at work for a while after storing a GiB).
+        plan = Plan(args.warmup, args.repetitions, args.budget)
+        catalog = Catalog(corpus.studies, corpus.all_limit)
+        work = asyncio.to_thread(measure_ceiling, catalog, plan, args.seed, corpus.instance)
+        await _guarded(errors, NGINX, results, work)
+        ping = results.get(NGINX, {}).get("http.ping", Measurement())
+        info["nginx"] = {"version": ping.detail.get("version")}
         async with backing_services(args.store) as backing:
-            await _guarded(errors, FILMLESS, results, measure_filmless(backing, corpus, args, workdir))
+            info["filmless"] = {"store": args.store}
+            work = measure_filmless(backing, corpus, args, workdir, info["filmless"])
+            await _guarded(errors, FILMLESS, results, work)
             if args.scale:
                 info["scale"] = {}
                 work = measure_at_scale(backing, corpus, args, workdir, info["scale"])
@@ -342,9 +399,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             work = asyncio.to_thread(measure_orthanc, args.orthanc_url, corpus, args, info["orthanc"])
             await _guarded(errors, ORTHANC, results, work)
         large_mib = corpus.large.pixel_bytes / MIB if corpus.large else 0
+        huge_mib = corpus.huge.pixel_bytes / MIB if corpus.huge else 0
     info["seconds"] = round(time.perf_counter() - began)
     info["errors"] = errors
-    _report(args, corpus, results, info, large_mib)
+    _report(args, corpus, results, info, large_mib, huge_mib)
     return info
 
 
@@ -365,6 +423,7 @@ def _report(
     results: dict[str, dict[str, Measurement]],
     info: dict[str, Any],
     large_mib: float,
+    huge_mib: float,
 ) -> None:
     figure_list = figures(
         args.clients,
@@ -373,6 +432,8 @@ def _report(
         args.scale,
         corpus.viewer is not None,
         args.associations if corpus.dimse else 0,
+        huge_mib,
+        args.series * args.instances,
     )
     has_peer = ORTHANC in results
     row_list = rows(figure_list, results, has_peer)
@@ -390,8 +451,11 @@ def _report(
 
 def _title(args: argparse.Namespace, corpus: Corpus, info: dict[str, Any], large_mib: float) -> str:
     peer = f"Orthanc {info['orthanc'].get('version')}" if "orthanc" in info else "no peer"
+    workers = info.get("filmless", {}).get("workers")
+    default = " (its default)" if args.workers is None else ""
+    ceiling = info.get("nginx", {}).get("version") or "no nginx"
     parts = [
-        f"Filmless ({args.store} store, {args.workers} worker{'s' if args.workers > 1 else ''}) vs {peer}",
+        f"Filmless ({args.store} store, {workers} worker process(es){default}) vs {peer}, and {ceiling}",
         f"{len(corpus.studies)} studies x {args.series} series x {args.instances} instances",
     ]
     if large_mib:

@@ -51,6 +51,8 @@ TOKEN_LIFETIME = 24 * 3600
 class FilmlessServer:
     url: str
     pid: int
+    #: Its worker processes: ``FILMLESS_WORKERS`` as given, or the server's own default.
+    workers: int
     #: Credentials every request needs (a bearer token for :data:`HOSPITAL`).
     headers: dict[str, str]
     #: The DICOM listener's port; :data:`bench.dimse.CALLING_AE` may store there.
@@ -69,11 +71,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_filmless(
-    database_url: str, s3: S3Server | None, workdir: Path, *, max_limit: int, workers: int = 1
+    database_url: str, s3: S3Server | None, workdir: Path, *, max_limit: int, workers: int | None = None
 ) -> Iterator[FilmlessServer]:
-    """``filmless serve`` with ``workers`` worker processes on ``database_url`` (migrated at
-    start-up) and on a fresh bucket of ``s3`` (or on files under ``workdir``), stopped on
-    exit."""
+    """``filmless serve`` on ``database_url`` (migrated at start-up) and on a fresh bucket of
+    ``s3`` (or on files under ``workdir``), stopped on exit; with ``workers`` worker
+    processes, or None: as many as the server decides by default (``FILMLESS_WORKERS``
+    unset)."""
     port, dicom_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,6 @@ def serve_filmless(
         "FILMLESS_PORT": str(port),
         "FILMLESS_BASE_URL": url,
         "FILMLESS_SWEEP_INTERVAL": "0",
-        "FILMLESS_WORKERS": str(workers),
         "FILMLESS_DICOM_PORT": str(dicom_port),
         # "All studies" asks for every study in one page.
         "FILMLESS_QIDO_MAX_LIMIT": str(max_limit),
@@ -98,6 +100,9 @@ def serve_filmless(
             "FILMLESS_S3_SECRET_ACCESS_KEY": s3.secret_key,
             "FILMLESS_S3_REGION": s3.region,
         }
+    if workers is not None:
+        env["FILMLESS_WORKERS"] = str(workers)
+    workers = default_workers(env) if workers is None else workers
     log_path = workdir / "filmless.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -110,7 +115,7 @@ def serve_filmless(
     try:
         _wait_ready(url, process, log_path, workers)
         try:
-            yield FilmlessServer(url, process.pid, _credentials(env), dicom_port)
+            yield FilmlessServer(url, process.pid, workers, _credentials(env), dicom_port)
         except Exception as error:
             # A 500 says little by itself; the server's log says why.
             error.add_note(f"filmless serve's log ends with:\n{_tail(log_path)}")
@@ -122,6 +127,22 @@ def serve_filmless(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def default_workers(env: dict[str, str]) -> int:
+    """The worker processes ``filmless serve`` starts with the environment ``env``: asked of
+    the archive's own settings (``Settings().workers``) in a process of that environment,
+    so the benchmark follows however the server decides its default."""
+    shown = subprocess.run(
+        [sys.executable, "-c", "from app.settings import Settings; print(Settings().workers)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        raise RuntimeError(f"cannot read Filmless's default worker count: {shown.stderr.strip()}")
+    return int(shown.stdout.strip())
 
 
 def _credentials(env: dict[str, str]) -> dict[str, str]:

@@ -32,6 +32,15 @@ class StowRequest:
     body: bytes
     content_type: str
     instances: int
+    #: Where each instance's Part 10 bytes lie in ``body``: (offset, length).
+    spans: tuple[tuple[int, int], ...] = ()
+    #: The instances' SOP Instance UIDs, in the same order (when known).
+    sop_uids: tuple[str, ...] = ()
+
+    def part(self, index: int) -> memoryview:
+        """The ``index``-th instance's Part 10 bytes, without a copy."""
+        offset, length = self.spans[index]
+        return memoryview(self.body)[offset : offset + length]
 
 
 def multipart_head(boundary: str) -> bytes:
@@ -53,16 +62,41 @@ def build_requests(writer: InstanceWriter, studies: Sequence[Study], per_request
         for series in study.series:
             instances = writer.series(study, series)
             for start in range(0, len(instances), per_request):
-                requests.append(stow_request(instances[start : start + per_request]))
+                chunk = slice(start, start + per_request)
+                requests.append(stow_request(instances[chunk], series.instances[chunk]))
     return requests
 
 
-def stow_request(parts: list[bytes]) -> StowRequest:
-    """One STOW-RS request of ``parts`` (Part 10 instances)."""
+def multipart(parts: Sequence[bytes | memoryview], boundary: str) -> bytes:
+    """``parts`` framed as a ``multipart/related`` body of ``application/dicom`` parts
+    (PS3.18 §8.7.3), the shape of a STOW-RS request and of a WADO-RS response.
+
+    >>> multipart([b"ab", b"c"], "B").split(b"\\r\\n")  # doctest: +NORMALIZE_WHITESPACE
+    [b'--B', b'Content-Type: application/dicom', b'', b'ab', b'--B',
+     b'Content-Type: application/dicom', b'', b'c', b'--B--', b'']
+    """
+    return multipart_head(boundary) + _delimiter(boundary).join(parts) + multipart_tail(boundary)
+
+
+def _delimiter(boundary: str) -> bytes:
+    return f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+
+
+def stow_request(parts: list[bytes], sop_uids: Sequence[str] = ()) -> StowRequest:
+    """One STOW-RS request of ``parts`` (Part 10 instances, whose SOP Instance UIDs are
+    ``sop_uids`` when known).
+
+    >>> request = stow_request([b"ab", b"cde"], ["1.2.3", "1.2.4"])
+    >>> bytes(request.part(0)), bytes(request.part(1)), request.sop_uids
+    (b'ab', b'cde', ('1.2.3', '1.2.4'))
+    """
     boundary = secrets.token_hex(16)
-    delimiter = f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-    body = multipart_head(boundary) + delimiter.join(parts) + multipart_tail(boundary)
-    return StowRequest(body, content_type(boundary), len(parts))
+    spans, offset = [], len(multipart_head(boundary))
+    for part in parts:
+        spans.append((offset, len(part)))
+        offset += len(part) + len(_delimiter(boundary))
+    body = multipart(parts, boundary)
+    return StowRequest(body, content_type(boundary), len(parts), tuple(spans), tuple(sop_uids))
 
 
 def check_stored(response: httpx.Response, expected: int) -> None:
@@ -173,6 +207,25 @@ def store_large(
             if watched and target.pid and baseline is not None:
                 growth.samples.append((tree_memory(target.pid, "VmHWM") - baseline) / MIB)
     return rate, growth
+
+
+def store_huge(target: Target, huge: LargeInstance, sop_uid: str) -> Measurement:
+    """Stream ``huge`` once; the figure is the server's peak RSS during the upload over its
+    RSS just before it, in MiB (summed over its process tree, as for :func:`store_large`).
+    A target that refuses or fails the upload gets ``n/a``: this figure comes last, and must
+    not cost the target its other figures."""
+    growth = Measurement(unavailable=None if target.pid else "n/a (server not local)")
+    baseline = _resident(target.pid, growth)
+    watched = baseline is not None and _reset_peak(target.pid, growth)
+    try:
+        with target.client() as client:
+            seconds, size = _post_large(client, target, huge, sop_uid)
+    except (StowFailed, httpx.HTTPError) as error:
+        return Measurement(unavailable=f"n/a ({type(error).__name__}: {str(error)[:80]})")
+    growth.detail = {"mib": size / MIB, "seconds": seconds, "mib_per_s": size / MIB / seconds}
+    if watched and target.pid and baseline is not None:
+        growth.samples.append((tree_memory(target.pid, "VmHWM") - baseline) / MIB)
+    return growth
 
 
 def _resident(pid: int | None, growth: Measurement) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -12,7 +12,7 @@ from bench.corpus import PATIENT_ID_PREFIX
 from bench.dimse import DicomPeer
 from bench.process import pid_listening_on
 
-FILMLESS, ORTHANC = "Filmless", "Orthanc"
+FILMLESS, ORTHANC, NGINX = "Filmless", "Orthanc", "nginx"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 REQUEST_TIMEOUT = 600.0
 
@@ -36,6 +36,8 @@ class Target:
     thumbnail_viewport: str | None = None
     #: Its DICOM listener, for the C-STORE figure.
     dicom: DicomPeer | None = None
+    #: Maps a DICOMweb path to the path this target serves it at (nginx's static files).
+    rewrite: Callable[[str], str] | None = None
 
     def client(self) -> httpx.Client:
         """A keep-alive client for this target; generous timeouts, as a slow answer is a
@@ -53,6 +55,8 @@ class Target:
         if self.thumbnail_viewport and path.endswith("/thumbnail"):
             path = path.removesuffix("/thumbnail") + "/rendered"
             params = (*params, ("viewport", self.thumbnail_viewport))
+        if self.rewrite is not None:
+            path = self.rewrite(path)
         return path, params
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:

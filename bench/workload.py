@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.corpus import CT_WINDOW, DAYS, FIRST_DAY, MODALITIES, Series, Study, ViewerStudy
+from bench.corpus import CT_WINDOW, DAYS, FIRST_DAY, MIB, MODALITIES, Series, Study, ViewerStudy
 from bench.measure import Measurement, Plan, Unavailable, repeat
 from bench.targets import Target
 
@@ -56,6 +56,8 @@ class Read:
     accept: str = JSON
     #: Fetch once for the ETag, then time a conditional request that should be a 304.
     revalidate: bool = False
+    #: A retrieval measured as a rate (MiB/s of the response body) rather than a latency.
+    rate: bool = False
 
 
 class Draw:
@@ -139,6 +141,11 @@ def _series_instances(draw: Draw) -> Read:
     return Read(f"/studies/{study.uid}/series/{series.uid}/instances")
 
 
+def _series_retrieve(draw: Draw) -> Read:
+    study, series = draw.series()
+    return Read(f"/studies/{study.uid}/series/{series.uid}", accept=ACCEPT_DICOM, rate=True)
+
+
 def _series_metadata(draw: Draw, revalidate: bool) -> Read:
     study, series = draw.series()
     return Read(f"/studies/{study.uid}/series/{series.uid}/metadata", revalidate=revalidate)
@@ -148,14 +155,24 @@ def _ct_path(viewer: ViewerStudy, instance: str) -> str:
     return f"/studies/{viewer.study}/series/{viewer.ct_series}/instances/{instance}"
 
 
-def _rendered(draw: Draw) -> Read:
+def _window() -> tuple[tuple[str, str], ...]:
+    center, width = CT_WINDOW
+    return (("window", f"{center},{width},linear"),)
+
+
+def _rendered(draw: Draw, accept: str) -> Read:
     """The slice in the window its header names, asked for explicitly: Orthanc's /rendered
     (DICOMweb plugin 1.7) ignores the instance's window and spreads the whole range of
     values, so without it the two servers would draw different images."""
     viewer = draw.viewer()
-    center, width = CT_WINDOW
     path = _ct_path(viewer, draw.rng.choice(viewer.ct_instances)) + "/rendered"
-    return Read(path, (("window", f"{center},{width},linear"),), accept="image/jpeg")
+    return Read(path, _window(), accept=accept)
+
+
+def _rendered_small(draw: Draw, accept: str) -> Read:
+    """A small corpus instance (128 x 128 CT) rendered, in the same explicit window for
+    both servers (its header names none, and each server's own default would differ)."""
+    return Read(_instance_path(draw) + "/rendered", _window(), accept=accept)
 
 
 def _thumbnail(viewer: ViewerStudy, instance: str) -> Read:
@@ -187,22 +204,26 @@ QIDO: dict[str, Builder] = {
 
 #: WADO-RS figures (PS3.18 §10.4), in report order.
 WADO: dict[str, Builder] = {
-    "wado.study": lambda d: Read(f"/studies/{d.study().uid}", accept=ACCEPT_DICOM),
+    "wado.study": lambda d: Read(f"/studies/{d.study().uid}", accept=ACCEPT_DICOM, rate=True),
+    "wado.series": _series_retrieve,
     "wado.study_metadata": lambda d: Read(f"/studies/{d.study().uid}/metadata"),
     "wado.study_metadata_304": lambda d: Read(f"/studies/{d.study().uid}/metadata", revalidate=True),
     "wado.series_metadata": lambda d: _series_metadata(d, revalidate=False),
     "wado.series_metadata_304": lambda d: _series_metadata(d, revalidate=True),
-    "wado.instance": lambda d: Read(_instance_path(d), accept=ACCEPT_DICOM),
+    "wado.instance": lambda d: Read(_instance_path(d), accept=ACCEPT_DICOM, rate=True),
     "wado.frame": lambda d: Read(_instance_path(d) + "/frames/1", accept=ACCEPT_FRAMES),
+    "wado.rendered": lambda d: _rendered_small(d, "image/jpeg"),
+    "wado.rendered_png": lambda d: _rendered_small(d, "image/png"),
     "wado.large_frame": lambda d: _large_frames(d, 1),
     "wado.large_frames": lambda d: _large_frames(d, FRAMES_PER_REQUEST),
 }
 
 #: What a viewer asks of the 512 x 512 CT study, in report order: rendered slices (PS3.18
-#: §10.4.1.1.3), thumbnails (§10.4.1.1.6) of slices never asked for before and of one slice
+#: §10.4.1.1.3) as JPEG and PNG, thumbnails (§10.4.1.1.6) of slices never asked for before and of one slice
 #: asked for again and again, and a JPEG 2000 frame decompressed by the server.
 VIEWER: dict[str, Builder] = {
-    "view.rendered": _rendered,
+    "view.rendered": lambda d: _rendered(d, "image/jpeg"),
+    "view.rendered_png": lambda d: _rendered(d, "image/png"),
     "view.thumbnail_cold": lambda d: _thumbnail(d.viewer(), d.unseen_ct()),
     "view.thumbnail_warm": lambda d: _thumbnail(d.viewer(), d.viewer().ct_instances[0]),
     "view.j2k_frame": _j2k_frame,
@@ -212,11 +233,14 @@ VIEWER: dict[str, Builder] = {
 @dataclass
 class Reader:
     """Times one request at a time on a keep-alive client, remembering result counts
-    (JSON arrays) or body sizes, so targets can be checked to answer alike."""
+    (JSON arrays) or body sizes, so targets can be checked to answer alike. A sample is
+    the latency in ms, or for a :attr:`Read.rate` the body's MiB/s (its latency kept in
+    :attr:`latencies`)."""
 
     client: httpx.Client
     target: Target
     sizes: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
 
     def __call__(self, read: Read) -> float:
         url = self.target.url(*self.target.equivalent(read.path, read.params))
@@ -232,6 +256,9 @@ class Reader:
         else:
             _expect_success(response)
             self.sizes.append(_size(response))
+        self.latencies.append(elapsed * 1000)
+        if read.rate:
+            return len(response.content) / MIB / elapsed
         return elapsed * 1000
 
     def _etag(self, url: str, headers: dict[str, str]) -> str:
@@ -270,7 +297,7 @@ def measure_ping(target: Target, plan: Plan) -> Measurement:
             return elapsed * 1000
 
         measurement = repeat(plan, probe)
-    print(f"  {target.name:<14} {'http.ping':<26} {_brief(measurement)}", flush=True)
+    print(f"  {target.name:<14} {'http.ping':<26} {brief(measurement)}", flush=True)
     return measurement
 
 
@@ -293,12 +320,15 @@ def measure_reads(
             if reader.sizes and measurement.samples:
                 # Results per search (or bytes per retrieval) of the measured requests.
                 measurement.detail["sizes"] = reader.sizes[-len(measurement.samples) :]
+                if reads[0].rate:
+                    measurement.detail["ms"] = reader.latencies[-len(measurement.samples) :]
             results[key] = measurement
-            print(f"  {target.name:<14} {key:<26} {_brief(measurement)}", flush=True)
+            unit = "MiB/s" if reads[0].rate else "ms"
+            print(f"  {target.name:<14} {key:<26} {brief(measurement, unit)}", flush=True)
     return results
 
 
-def _brief(measurement: Measurement) -> str:
+def brief(measurement: Measurement, unit: str = "ms") -> str:
     if measurement.median is None:
         return measurement.unavailable or "n/a"
-    return f"median {measurement.median:8.2f} ms over {len(measurement.samples)}"
+    return f"median {measurement.median:8.2f} {unit} over {len(measurement.samples)}"
