@@ -172,7 +172,7 @@ def serve_static(prefix: Path, port: int, binary: Path = NGINX_BINARY) -> Iterat
     (prefix / "site").mkdir(exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(CONFIG.format(prefix=prefix, port=port, boundary=BOUNDARY))
-    user = _unprivileged(prefix)
+    owner = _unprivileged(prefix)
     command = [str(binary), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
     # What nginx says before its error log is open (a prefix it cannot read, a bad
     # configuration) goes to a file of ours, whoever nginx runs as.
@@ -182,7 +182,9 @@ def serve_static(prefix: Path, port: int, binary: Path = NGINX_BINARY) -> Iterat
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,
-        **user,  # type: ignore[arg-type]
+        user=owner[0] if owner else None,
+        group=owner[1] if owner else None,
+        extra_groups=[] if owner else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -199,18 +201,18 @@ def serve_static(prefix: Path, port: int, binary: Path = NGINX_BINARY) -> Iterat
             process.wait()
 
 
-def _unprivileged(prefix: Path) -> dict[str, int]:
-    """Popen arguments that drop root for ``nobody`` (which then owns ``prefix``); none when
-    the benchmark is not root (nginx then runs as the benchmark's own user)."""
+def _unprivileged(prefix: Path) -> tuple[int, int] | None:
+    """The user and group to drop root for, ``nobody``'s (which then owns ``prefix``); None
+    when the benchmark is not root (nginx then runs as the benchmark's own user)."""
     if os.geteuid() != 0:
-        return {}
+        return None
     entry = pwd.getpwnam(UNPRIVILEGED)
     for directory, _, files in os.walk(prefix):
         for path in (directory, *(os.path.join(directory, name) for name in files)):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     # The temporary directory's parents must let nobody through (mkdtemp makes it 0700).
     prefix.chmod(0o755)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    return entry.pw_uid, entry.pw_gid
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], prefix: Path, output: IO[bytes]) -> None:

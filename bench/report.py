@@ -352,9 +352,9 @@ def mismatches(results: Results) -> list[str]:
             static = ceiling.get(key)
             if not (mine and static and mine.detail.get("sizes") and static.detail.get("sizes")):
                 continue
-            ours, its = percentile(mine.detail["sizes"], 50), percentile(static.detail["sizes"], 50)
-            if abs(ours - its) > 0.01 * its:
-                notes.append(f"{key}: {name} sends {ours:.0f} bytes, the stored bytes are {its:.0f}")
+            sent, stored = percentile(mine.detail["sizes"], 50), percentile(static.detail["sizes"], 50)
+            if abs(sent - stored) > 0.01 * stored:
+                notes.append(f"{key}: {name} sends {sent:.0f} bytes, the stored bytes are {stored:.0f}")
     # Every seeded patient has a study: finding none means the seeded rows are invisible to
     # the benchmark's requests (owned by someone else), and the at-scale timings are void.
     found = results.get(FILMLESS_AT_SCALE, {}).get("qido.patient_id")

@@ -224,9 +224,8 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         huge_uids = uid_source(random.Random(args.seed + 20_011))  # noqa: S311 (not secret)
         huge = write_large_instance(workdir / "huge.dcm", frames, LARGE_SIDE, LARGE_SIDE, huge_uids)
         huge_uid = next(huge_uids)
-    extra = {"dimse": dimse, "huge": huge, "huge_uid": huge_uid}
     if not args.viewer_slices:
-        return Corpus(studies, requests, large, large_uids, **extra)
+        return Corpus(studies, requests, large, large_uids, dimse=dimse, huge=huge, huge_uid=huge_uid)
     slices = max(args.viewer_slices, args.warmup + args.repetitions + 1)
     viewer = plan_viewer_study(slices, min(J2K_SLICES, slices), uids)
     native, j2k = viewer_instances(viewer, CT_SIDE, args.seed)
@@ -235,7 +234,7 @@ def build_corpus(args: argparse.Namespace, workdir: Path) -> Corpus:
         for series in (native, j2k)
         for start in range(0, len(series), VIEWER_PER_REQUEST)
     )
-    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests, **extra)
+    return Corpus(studies, requests, large, large_uids, viewer, viewer_requests, dimse, huge, huge_uid)
 
 
 def measure_target(target: Target, corpus: Corpus, args: argparse.Namespace) -> dict[str, Measurement]:
