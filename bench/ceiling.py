@@ -206,7 +206,10 @@ def _unprivileged(prefix: Path) -> tuple[int, int] | None:
     when the benchmark is not root (nginx then runs as the benchmark's own user)."""
     if os.geteuid() != 0:
         return None
-    entry = pwd.getpwnam(UNPRIVILEGED)
+    try:
+        entry = pwd.getpwnam(UNPRIVILEGED)
+    except KeyError as error:
+        raise Unavailable(f"no user {UNPRIVILEGED} to run nginx as") from error
     for directory, _, files in os.walk(prefix):
         for path in (directory, *(os.path.join(directory, name) for name in files)):
             os.chown(path, entry.pw_uid, entry.pw_gid)

@@ -19,7 +19,7 @@ AT_SCALE = "1m."
 
 @dataclass(frozen=True)
 class Goal:
-    """A target (issue 11's table): a minimum ratio to the peer, or a bound on Filmless's
+    """A performance target: a minimum ratio to the peer, or a bound on Filmless's
     median: strictly ``below`` it, or ``at_least`` it."""
 
     text: str
