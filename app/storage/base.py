@@ -6,8 +6,10 @@ hostile UID cannot address another object or escape the store's root.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 #: Chunk size used when streaming objects in and out (1 MiB).
@@ -30,6 +32,13 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         """Store the stream under ``key`` atomically (all or nothing); return its size."""
+        ...
+
+    async def put_file(self, key: str, path: Path, *, move: bool = False) -> int:
+        """Store the file at ``path`` under ``key`` atomically; return its size. With
+        ``move`` the caller gives the file up, and the store may make it the object
+        without copying it (a rename on the same volume); whatever is left at ``path``
+        afterwards is still the caller's to remove."""
         ...
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> BlobReader:
@@ -73,3 +82,10 @@ class BlobReader(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
+
+
+async def file_chunks(path: Path, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+    """The file at ``path``, read in ``chunk_size`` pieces off the event loop."""
+    with await asyncio.to_thread(path.open, "rb") as file:
+        while chunk := await asyncio.to_thread(file.read, chunk_size):
+            yield chunk

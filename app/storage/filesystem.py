@@ -21,7 +21,7 @@ from typing import BinaryIO, Literal, ParamSpec, TypeVar
 
 from app.errors import ObjectNotFound, RangeNotSatisfiable, StorageUnavailable
 from app.observability import metrics
-from app.storage.base import CHUNK_SIZE
+from app.storage.base import CHUNK_SIZE, file_chunks
 
 __all__ = ["KEY_PATTERN", "FilesystemReader", "FilesystemStore"]
 
@@ -144,6 +144,26 @@ def _commit(fd: int, temp: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def _move_into_place(source: Path, target: Path) -> int | None:
+    """Make ``source`` the object at ``target`` by a rename, durably (blocking); its size,
+    or None when the two are on different volumes."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # The data first, then the name: after a crash the object is whole or absent.
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return None
+        raise
+    _fsync_dir(target.parent)
+    return size
+
+
 def _discard(fd: int, temp: Path) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
@@ -254,6 +274,18 @@ class FilesystemStore:
             _discard(fd, temp)
             raise
         return size
+
+    async def put_file(self, key: str, path: Path, *, move: bool = False) -> int:
+        if move:
+            # A spooled instance on the store's volume is renamed into place: written
+            # once, never read back (the spool directory defaults to data_dir/spool).
+            target = self._path(key)
+            with _translate(key, missing="store"):
+                await _in_thread(_ensure_dir, target.parent)
+                size = await _in_thread(_move_into_place, path, target)
+            if size is not None:
+                return size
+        return await self.put(key, file_chunks(path))
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> FilesystemReader:
         if start < 0 or (end is not None and end < start):

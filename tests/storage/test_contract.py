@@ -113,6 +113,43 @@ async def test_put_accepts_one_huge_chunk(blob_store: BlobStore) -> None:
     assert await read_all(await blob_store.open(key)) == data
 
 
+@pytest.mark.parametrize("move", [False, True], ids=["copy", "move"])
+@pytest.mark.parametrize("size", [0, 1000, 6 * MiB + 3], ids=lambda n: f"{n}B")
+async def test_put_file(blob_store: BlobStore, tmp_path: Path, move: bool, size: int) -> None:
+    source, key, data = tmp_path / "instance.dcm", new_key(), os.urandom(size)
+    source.write_bytes(data)
+    assert await blob_store.put_file(key, source, move=move) == size
+    assert await read_all(await blob_store.open(key)) == data
+    if not move or isinstance(blob_store, S3Store):
+        assert source.read_bytes() == data  # left for the caller to remove
+    if isinstance(blob_store, FilesystemStore) and move:
+        # On the store's volume the file itself became the object: renamed, not copied.
+        assert not source.exists()
+        assert files_under(blob_store.root) == [blob_store.root / key]
+
+
+def _other_volume(path: Path, than: Path) -> bool:
+    return path.is_dir() and os.stat(path).st_dev != os.stat(than).st_dev
+
+
+async def test_put_file_moves_across_volumes_by_copying(tmp_path: Path) -> None:
+    """A spool directory on another file system than the store (/dev/shm is a tmpfs): the
+    rename cannot work, and the file is copied instead."""
+    shm = Path("/dev/shm")  # noqa: S108 (a file system, not a temporary file's name)
+    if not _other_volume(shm, tmp_path):
+        pytest.skip("needs a second file system at /dev/shm")
+    store, key, data = FilesystemStore(tmp_path / "objects"), new_key(), os.urandom(5000)
+    store.root.mkdir()
+    source = shm / f"filmless-test-{key.rsplit('/', 1)[1]}.dcm"
+    source.write_bytes(data)
+    try:
+        assert await store.put_file(key, source, move=True) == len(data)
+        assert await read_all(await store.open(key)) == data
+        assert files_under(store.root) == [store.root / key]
+    finally:
+        source.unlink(missing_ok=True)
+
+
 async def test_overwrite_replaces_the_object(blob_store: BlobStore) -> None:
     key = new_key()
     await blob_store.put(key, stream(b"first version, rather long"))
