@@ -11,13 +11,15 @@ transaction here, so concurrent writes to one study cannot deadlock.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import asyncpg
 
-from app.dicom.indexing import IndexRecord
+from app.dicom.indexing import IndexRecord, PatientRecord, SeriesRecord, StudyRecord
 from app.repository import audit
 from app.repository.audit import AuditEvent
 from app.repository.database import Pool, connection, transaction
@@ -72,19 +74,37 @@ ON CONFLICT (series_instance_uid) DO UPDATE SET
     updated_at = now()
 RETURNING pk, study_pk, modality"""
 
-INSERT_INSTANCE = """
+# A batch's instances, from one JSON array of their scalar and array columns and two
+# arrays of their JSON documents (bulk locations, metadata), in the order given, which is
+# the SOP Instance UID's: concurrent batches then wait on each other's keys in one order.
+INSERT_INSTANCES = """
 INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number,
     transfer_syntax_uid, rows, columns, bits_allocated, samples_per_pixel, number_of_frames, object_key,
     size, sha256, pixel_offset, pixel_length, pixel_encapsulated, fragment_offsets, fragment_lengths,
     basic_offset_table, frame_starts, bulk, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+SELECT r.series_pk, r.sop_instance_uid, r.sop_class_uid, r.instance_number, r.transfer_syntax_uid,
+    r.rows, r.columns, r.bits_allocated, r.samples_per_pixel, r.number_of_frames, r.object_key, r.size,
+    decode(r.sha256, 'hex'), r.pixel_offset, r.pixel_length, r.pixel_encapsulated, r.fragment_offsets,
+    r.fragment_lengths, r.basic_offset_table, r.frame_starts, d.bulk::jsonb, d.metadata::jsonb
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (series_pk bigint, sop_instance_uid text,
+    sop_class_uid text, instance_number integer, transfer_syntax_uid text, rows integer, columns integer,
+    bits_allocated integer, samples_per_pixel integer, number_of_frames integer, object_key text,
+    size bigint, sha256 text, pixel_offset bigint, pixel_length bigint, pixel_encapsulated boolean,
+    fragment_offsets bigint[], fragment_lengths bigint[], basic_offset_table bigint[],
+    frame_starts integer[]))
+    WITH ORDINALITY AS r(series_pk, sop_instance_uid, sop_class_uid, instance_number, transfer_syntax_uid,
+        rows, columns, bits_allocated, samples_per_pixel, number_of_frames, object_key, size, sha256,
+        pixel_offset, pixel_length, pixel_encapsulated, fragment_offsets, fragment_lengths,
+        basic_offset_table, frame_starts, n)
+JOIN unnest($2::text[], $3::text[]) WITH ORDINALITY AS d(bulk, metadata, n) USING (n)
+ORDER BY r.n
 ON CONFLICT (sop_instance_uid) DO NOTHING
-RETURNING pk"""
+RETURNING pk, sop_instance_uid"""
 
 SELECT_EXISTING = """
-SELECT pk, status, sha256, object_key, series_pk,
+SELECT pk, sop_instance_uid, status, sha256, object_key,
        updated_at < now() - make_interval(secs => $2) AS stale
-FROM instances WHERE sop_instance_uid = $1 FOR UPDATE"""
+FROM instances WHERE sop_instance_uid = ANY($1::text[]) ORDER BY sop_instance_uid FOR UPDATE"""
 
 # Take over a pending row a crashed or stalled writer left behind.
 TAKE_OVER = """
@@ -96,21 +116,30 @@ SELECT_HELD = """
 SELECT 1 FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = se.study_pk
 WHERE i.sop_instance_uid = $1 AND i.status = 1 AND st.hospital_pk = $2"""
 
-LOCK_STUDY = "SELECT pk FROM studies WHERE pk = $1 FOR UPDATE"
-COUNT_SERIES_INSTANCE = """
-UPDATE series SET num_instances = num_instances + 1 WHERE pk = $1 RETURNING num_instances"""
+LOCK_STUDIES = "SELECT pk FROM studies WHERE pk = ANY($1::bigint[]) ORDER BY pk FOR UPDATE"
 MARK_STORED = """
-UPDATE instances SET status = 1, updated_at = now()
-WHERE pk = $1 AND object_key = $2 AND status = 0 RETURNING pk"""
-COUNT_STUDY_INSTANCE = """
-UPDATE studies SET
-    num_instances = num_instances + 1,
-    num_series = num_series + $2::int,
-    modalities = CASE WHEN $3::text IS NULL OR $3::text = ANY(modalities) THEN modalities
-                      ELSE array_append(modalities, $3::text) END
-WHERE pk = $1"""
+UPDATE instances i SET status = 1, updated_at = now()
+FROM unnest($1::bigint[], $2::text[]) AS w(pk, object_key)
+WHERE i.pk = w.pk AND i.object_key = w.object_key AND i.status = 0 RETURNING i.pk"""
+COUNT_SERIES_INSTANCES = """
+UPDATE series se SET num_instances = se.num_instances + c.n
+FROM unnest($1::bigint[], $2::int[]) AS c(pk, n)
+WHERE se.pk = c.pk RETURNING se.pk, se.num_instances = c.n AS first"""
+# Modalities are a study's in the order they first arrived (the values are CS, which
+# cannot hold the backslash they are joined with).
+COUNT_STUDY_INSTANCES = """
+UPDATE studies st SET
+    num_instances = st.num_instances + c.n,
+    num_series = st.num_series + c.new_series,
+    modalities = st.modalities || ARRAY(
+        SELECT m FROM unnest(string_to_array(c.modalities, '\\')) WITH ORDINALITY AS a(m, k)
+        WHERE m <> '' AND NOT m = ANY(st.modalities) ORDER BY k)
+FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[]) AS c(pk, n, new_series, modalities)
+WHERE st.pk = c.pk"""
 
-DELETE_PENDING = "DELETE FROM instances WHERE pk = $1 AND object_key = $2 AND status = 0"
+DELETE_PENDING = """
+DELETE FROM instances i USING unnest($1::bigint[], $2::text[]) AS w(pk, object_key)
+WHERE i.pk = w.pk AND i.object_key = w.object_key AND i.status = 0"""
 
 SELECT_STALE = """
 SELECT pk, object_key FROM instances
@@ -156,8 +185,29 @@ class ObjectFacts:
     fragment_lengths: list[int] | None
     basic_offset_table: list[int] | None
     frame_starts: list[int] | None
-    bulk: dict[str, list[int | None]]
-    metadata: dict[str, Any]
+    #: Other bulk values' locations, ``{"<tag path>": [offset, length]}``, as JSON text.
+    bulk: str
+    #: The DICOM JSON (PS3.18 Annex F) with bulk values as placeholders, as JSON text:
+    #: serialized where it is built, off the event loop.
+    metadata: str
+
+    def columns(self) -> dict[str, Any]:
+        """The instance row's columns these facts give, but the JSON documents."""
+        return {
+            "object_key": self.object_key, "size": self.size, "sha256": self.sha256.hex(),
+            "transfer_syntax_uid": self.transfer_syntax_uid, "pixel_offset": self.pixel_offset,
+            "pixel_length": self.pixel_length, "pixel_encapsulated": self.pixel_encapsulated,
+            "fragment_offsets": self.fragment_offsets, "fragment_lengths": self.fragment_lengths,
+            "basic_offset_table": self.basic_offset_table, "frame_starts": self.frame_starts,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Write:
+    """One instance to write: what is indexed of it, and its object."""
+
+    record: IndexRecord
+    facts: ObjectFacts
 
 
 @dataclass(frozen=True)
@@ -175,130 +225,207 @@ class _Refused(Exception):
     """Raised inside a transaction to roll it back, parents' upserts included: a refused
     instance leaves no trace in the index."""
 
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
 
+async def begin(pool: Pool, writes: Sequence[Write], stale_after: int, hospital_pk: int) -> list[Pending]:
+    """Phase one, for a batch of instances with distinct SOP Instance UIDs: upsert their
+    parents, owned by ``hospital_pk``, once each, and write their pending rows in one
+    statement; one :class:`Pending` per write, in order. A study another hospital owns is
+    refused like one of another patient: both are a different patient's record.
 
-async def begin(
-    pool: Pool, record: IndexRecord, facts: ObjectFacts, stale_after: int, hospital_pk: int
-) -> Pending:
-    """Phase one: upsert the parents, owned by ``hospital_pk``, and write a pending
-    instance row. A study another hospital owns is refused like one of another patient:
-    both are a different patient's record."""
-    try:
-        async with transaction(pool) as conn:
-            return await _begin(conn, record, facts, stale_after, hospital_pk)
-    except _Refused as refused:
-        return Pending(refused.outcome)
+    A refused instance leaves no trace: when some are refused and others are not, the
+    transaction is rolled back and run again without the refused ones (whose parents'
+    upserts it may have made), until it holds only instances to write."""
+    outcomes: dict[int, Pending] = {}
+    todo = list(range(len(writes)))
+    while todo:
+        try:
+            async with transaction(pool) as conn:
+                found = await _begin(conn, [writes[i] for i in todo], stale_after, hospital_pk)
+                refused = {todo[j]: p for j, p in enumerate(found) if p.outcome is not Outcome.NEW}
+                if refused:
+                    raise _Refused
+                outcomes.update(zip(todo, found, strict=True))
+                todo = []
+        except _Refused:
+            outcomes.update(refused)
+            if len(refused) == len(todo):
+                break
+            todo = [i for i in todo if i not in refused]
+    return [outcomes[i] for i in range(len(writes))]
 
 
 async def _begin(
-    conn: asyncpg.Connection, record: IndexRecord, facts: ObjectFacts, stale_after: int, hospital_pk: int
-) -> Pending:
-    p, st, se, inst = record.patient, record.study, record.series, record.instance
-    patient_pk = await conn.fetchval(
-        UPSERT_PATIENT,
-        p.patient_id,
-        p.issuer_of_patient_id,
-        p.patient_name,
-        p.patient_name_fold,
-        p.patient_birth_date,
-        p.patient_sex,
-        hospital_pk,
-    )
-    study = await conn.fetchrow(
-        UPSERT_STUDY,
-        patient_pk,
-        st.study_instance_uid,
-        st.study_date,
-        st.study_time,
-        st.study_time_key,
-        st.accession_number,
-        st.referring_physician_name,
-        st.referring_physician_fold,
-        st.study_description,
-        st.study_id,
-        st.timezone_offset,
-        hospital_pk,
-    )
-    if study["patient_pk"] != patient_pk:
-        raise _Refused(Outcome.WRONG_PATIENT)
-    series = await conn.fetchrow(
-        UPSERT_SERIES,
-        study["pk"],
-        se.series_instance_uid,
-        se.modality,
-        se.series_number,
-        se.series_description,
-        se.body_part_examined,
-        se.pps_start_date,
-        se.pps_start_time,
-        se.pps_start_time_key,
-        se.scheduled_step_ids,
-        se.requested_procedure_ids,
-        se.timezone_offset,
-    )
-    if series["study_pk"] != study["pk"]:
-        raise _Refused(Outcome.WRONG_STUDY)
-    parents = {"study_pk": study["pk"], "series_pk": series["pk"], "modality": series["modality"]}
-    pk = await conn.fetchval(
-        INSERT_INSTANCE,
-        series["pk"],
-        inst.sop_instance_uid,
-        inst.sop_class_uid,
-        inst.instance_number,
-        facts.transfer_syntax_uid,
-        inst.rows,
-        inst.columns,
-        inst.bits_allocated,
-        inst.samples_per_pixel,
-        inst.number_of_frames,
-        facts.object_key,
-        facts.size,
-        facts.sha256,
-        facts.pixel_offset,
-        facts.pixel_length,
-        facts.pixel_encapsulated,
-        facts.fragment_offsets,
-        facts.fragment_lengths,
-        facts.basic_offset_table,
-        facts.frame_starts,
-        json.dumps(facts.bulk),
-        json.dumps(facts.metadata),
-    )
-    if pk is not None:
-        return Pending(Outcome.NEW, instance_pk=pk, **parents)
-    existing = await conn.fetchrow(SELECT_EXISTING, inst.sop_instance_uid, stale_after)
-    if existing["status"] == 1:
-        raise _Refused(Outcome.IDENTICAL if existing["sha256"] == facts.sha256 else Outcome.DIFFERENT)
-    if not existing["stale"]:
-        raise _Refused(Outcome.IN_PROGRESS)
-    await conn.execute(TAKE_OVER, existing["pk"], series["pk"], facts.object_key, facts.size, facts.sha256)
-    return Pending(Outcome.NEW, instance_pk=existing["pk"], orphan_key=existing["object_key"], **parents)
+    conn: asyncpg.Connection, writes: Sequence[Write], stale_after: int, hospital_pk: int
+) -> list[Pending]:
+    # Row locks in one order in every transaction: patients, then studies, then series,
+    # each sorted by key, then instances by SOP Instance UID.
+    patients: dict[tuple[str, str], int] = {}
+    for w in sorted(writes, key=lambda w: _patient_key(w.record)):
+        key = _patient_key(w.record)
+        if key not in patients:
+            patients[key] = await _upsert_patient(conn, w.record.patient, hospital_pk)
+    studies: dict[str, asyncpg.Record] = {}
+    for w in sorted(writes, key=lambda w: w.record.study.study_instance_uid):
+        uid = w.record.study.study_instance_uid
+        if uid not in studies:
+            studies[uid] = await _upsert_study(
+                conn, w.record.study, patients[_patient_key(w.record)], hospital_pk
+            )
+    series: dict[str, asyncpg.Record] = {}
+    for w in sorted(writes, key=lambda w: w.record.series.series_instance_uid):
+        uid = w.record.series.series_instance_uid
+        if uid not in series:
+            series[uid] = await _upsert_series(
+                conn, w.record.series, studies[w.record.study.study_instance_uid]["pk"]
+            )
+    outcomes: list[Pending | None] = [None] * len(writes)
+    rows: list[tuple[int, Write, asyncpg.Record]] = []
+    for i, w in enumerate(writes):
+        study, se = studies[w.record.study.study_instance_uid], series[w.record.series.series_instance_uid]
+        if study["patient_pk"] != patients[_patient_key(w.record)]:
+            outcomes[i] = Pending(Outcome.WRONG_PATIENT)
+        elif se["study_pk"] != study["pk"]:
+            outcomes[i] = Pending(Outcome.WRONG_STUDY)
+        else:
+            rows.append((i, w, se))
+    rows.sort(key=lambda r: r[1].record.instance.sop_instance_uid)
+    inserted = await _insert_instances(conn, rows) if rows else {}
+    conflicts = [r for r in rows if r[1].record.instance.sop_instance_uid not in inserted]
+    existing = {}
+    if conflicts:
+        uids = [w.record.instance.sop_instance_uid for _, w, _ in conflicts]
+        existing = {r["sop_instance_uid"]: r for r in await conn.fetch(SELECT_EXISTING, uids, stale_after)}
+    for i, w, se in rows:
+        uid = w.record.instance.sop_instance_uid
+        parents = {"study_pk": se["study_pk"], "series_pk": se["pk"], "modality": se["modality"]}
+        if uid in inserted:
+            outcomes[i] = Pending(Outcome.NEW, instance_pk=inserted[uid], **parents)
+            continue
+        row = existing.get(uid)
+        if row is None:
+            # Removed between the insert's conflict and the look-up (a concurrent sweep or
+            # undo): another writer's, in progress a moment ago.
+            outcomes[i] = Pending(Outcome.IN_PROGRESS)
+        elif row["status"] == 1:
+            outcomes[i] = Pending(Outcome.IDENTICAL if row["sha256"] == w.facts.sha256 else Outcome.DIFFERENT)
+        elif not row["stale"]:
+            outcomes[i] = Pending(Outcome.IN_PROGRESS)
+        else:
+            f = w.facts
+            await conn.execute(TAKE_OVER, row["pk"], se["pk"], f.object_key, f.size, f.sha256)
+            outcomes[i] = Pending(Outcome.NEW, instance_pk=row["pk"], orphan_key=row["object_key"], **parents)
+    assert all(o is not None for o in outcomes)
+    return outcomes  # type: ignore[return-value]
 
 
-async def mark_stored(pool: Pool, pending: Pending, object_key: str, event: AuditEvent | None = None) -> bool:
-    """Phase three: the object is stored; make the instance visible, and record ``event``
-    in the same transaction. False when the pending row was swept or taken over meanwhile
-    (the caller then removes its object)."""
+def _patient_key(record: IndexRecord) -> tuple[str, str]:
+    return record.patient.patient_id, record.patient.issuer_of_patient_id
+
+
+async def _upsert_patient(conn: asyncpg.Connection, p: PatientRecord, hospital_pk: int) -> int:
+    values = (p.patient_name, p.patient_name_fold, p.patient_birth_date, p.patient_sex)
+    return int(
+        await conn.fetchval(UPSERT_PATIENT, p.patient_id, p.issuer_of_patient_id, *values, hospital_pk)
+    )
+
+
+async def _upsert_study(
+    conn: asyncpg.Connection, st: StudyRecord, patient_pk: int, hospital_pk: int
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        UPSERT_STUDY, patient_pk, st.study_instance_uid, st.study_date, st.study_time, st.study_time_key,
+        st.accession_number, st.referring_physician_name, st.referring_physician_fold, st.study_description,
+        st.study_id, st.timezone_offset, hospital_pk,
+    )  # fmt: skip
+
+
+async def _upsert_series(conn: asyncpg.Connection, se: SeriesRecord, study_pk: int) -> asyncpg.Record:
+    return await conn.fetchrow(
+        UPSERT_SERIES, study_pk, se.series_instance_uid, se.modality, se.series_number, se.series_description,
+        se.body_part_examined, se.pps_start_date, se.pps_start_time, se.pps_start_time_key,
+        se.scheduled_step_ids, se.requested_procedure_ids, se.timezone_offset,
+    )  # fmt: skip
+
+
+async def _insert_instances(
+    conn: asyncpg.Connection, rows: Sequence[tuple[int, Write, asyncpg.Record]]
+) -> dict[str, int]:
+    """The pending rows of ``rows`` (sorted by SOP Instance UID) that were new, by UID."""
+    columns = []
+    for _, w, se in rows:
+        inst = w.record.instance
+        columns.append({
+            "series_pk": se["pk"], "sop_instance_uid": inst.sop_instance_uid,
+            "sop_class_uid": inst.sop_class_uid,
+            "instance_number": inst.instance_number, "rows": inst.rows, "columns": inst.columns,
+            "bits_allocated": inst.bits_allocated, "samples_per_pixel": inst.samples_per_pixel,
+            "number_of_frames": inst.number_of_frames, **w.facts.columns(),
+        })  # fmt: skip
+    found = await conn.fetch(
+        INSERT_INSTANCES,
+        json.dumps(columns),
+        [w.facts.bulk for _, w, _ in rows],
+        [w.facts.metadata for _, w, _ in rows],
+    )
+    return {r["sop_instance_uid"]: r["pk"] for r in found}
+
+
+async def mark_stored(
+    pool: Pool,
+    written: Sequence[tuple[Pending, str]],
+    event_of: Callable[[set[int]], AuditEvent] | None = None,
+) -> set[int]:
+    """Phase three, for a batch whose objects are stored (each pending row with its object
+    key): make the instances visible, count them in their series and studies, and record
+    the audit event ``event_of`` gives for the instance pks marked, in the same
+    transaction. Returns those pks; a row swept or taken over meanwhile is not marked (the
+    caller removes its object). None marked: nothing is recorded."""
     try:
         async with transaction(pool) as conn:
-            await conn.execute(LOCK_STUDY, pending.study_pk)
-            series_count = await conn.fetchval(COUNT_SERIES_INSTANCE, pending.series_pk)
-            if await conn.fetchval(MARK_STORED, pending.instance_pk, object_key) is None:
-                raise _Refused(Outcome.NEW)
-            await conn.execute(COUNT_STUDY_INSTANCE, pending.study_pk, series_count == 1, pending.modality)
-            if event is not None:
-                await audit.insert(conn, event)
+            # The studies' locks first, as in phase one's upserts: their counters change.
+            await conn.execute(LOCK_STUDIES, sorted({p.study_pk for p, _ in written}))
+            marked = {
+                r["pk"]
+                for r in await conn.fetch(
+                    MARK_STORED, [p.instance_pk for p, _ in written], [key for _, key in written]
+                )
+            }
+            if not marked:
+                raise _Refused
+            stored = [p for p, _ in written if p.instance_pk in marked]
+            per_series = Counter(p.series_pk for p in stored)
+            ordered = sorted(per_series)
+            firsts = await conn.fetch(COUNT_SERIES_INSTANCES, ordered, [per_series[pk] for pk in ordered])
+            new_series = {r["pk"] for r in firsts if r["first"]}
+            studies: dict[int, list[Any]] = {}
+            for p in stored:
+                study = studies.setdefault(p.study_pk, [0, set(), []])
+                study[0] += 1
+                study[1].add(p.series_pk)
+                if p.modality and p.modality not in study[2]:
+                    study[2].append(p.modality)
+            keys = sorted(studies)
+            await conn.execute(
+                COUNT_STUDY_INSTANCES,
+                keys,
+                [studies[k][0] for k in keys],
+                [len(studies[k][1] & new_series) for k in keys],
+                ["\\".join(studies[k][2]) for k in keys],
+            )
+            if event_of is not None:
+                await audit.insert(conn, event_of(marked))
     except _Refused:
-        return False
-    return True
+        return set()
+    return marked
 
 
-async def abandon(pool: Pool, pending: Pending, object_key: str) -> None:
-    """Undo phase one after a failed store: remove the pending row (parents go in a sweep)."""
-    async with transaction(pool) as conn:
-        await conn.execute(DELETE_PENDING, pending.instance_pk, object_key)
+async def abandon(pool: Pool, written: Sequence[tuple[Pending, str]]) -> None:
+    """Undo phase one after a failed store: remove the pending rows (parents go in a sweep)."""
+    if written:
+        async with transaction(pool) as conn:
+            await conn.execute(
+                DELETE_PENDING, [p.instance_pk for p, _ in written], [key for _, key in written]
+            )
 
 
 async def sweep(pool: Pool, stale_after: int, batch: int = 100) -> list[str]:

@@ -4,6 +4,7 @@ swept up, and readiness that tells the truth."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import asyncpg
@@ -13,8 +14,7 @@ from pydantic import ValidationError
 from app.dicom.header import ParsedInstance, to_dicom_json
 from app.dicom.indexing import index_record
 from app.repository import hospitals, instances
-from app.repository.instances import ObjectFacts, Outcome
-from app.services.stow import read_file
+from app.repository.instances import ObjectFacts, Outcome, Write
 from app.services.sweep import SWEEP_LOCK_ID, sweep_once
 from app.settings import Settings
 from app.storage.base import new_key
@@ -106,8 +106,8 @@ def _facts(parsed: ParsedInstance, key: str, size: int, sha256: bytes) -> Object
     return ObjectFacts(
         object_key=key, size=size, sha256=sha256, transfer_syntax_uid=parsed.transfer_syntax_uid,
         pixel_offset=None, pixel_length=None, pixel_encapsulated=None, fragment_offsets=None,
-        fragment_lengths=None, basic_offset_table=None, frame_starts=None, bulk={},
-        metadata=to_dicom_json(parsed),
+        fragment_lengths=None, basic_offset_table=None, frame_starts=None, bulk="{}",
+        metadata=json.dumps(to_dicom_json(parsed)),
     )  # fmt: skip
 
 
@@ -123,9 +123,11 @@ async def test_sweep_removes_a_crashed_write(served: ArchiveUnderTest, tmp_path)
     facts = _facts(parsed, key, len(sample.data), b"x" * 32)
     hospital = await hospitals.by_code(archive.pool, HOSPITAL)
     assert hospital is not None
-    pending = await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
+    [pending] = await instances.begin(
+        archive.pool, [Write(index_record(parsed.dataset), facts)], 3600, hospital.pk
+    )
     assert pending.outcome is Outcome.NEW
-    await archive.store.put(key, read_file(path))
+    await archive.store.put_file(key, path)
 
     # Invisible while pending, and not swept while young.
     assert (await served.client.get("/dicom-web/studies")).json() == []
@@ -166,8 +168,8 @@ async def test_a_stale_pending_row_is_taken_over(served: ArchiveUnderTest, tmp_p
     parsed = read_header(path)
     facts = _facts(parsed, new_key(), 1, b"y" * 32)
     assert (
-        await instances.begin(archive.pool, index_record(parsed.dataset), facts, 3600, hospital.pk)
-    ).outcome is Outcome.NEW
+        await instances.begin(archive.pool, [Write(index_record(parsed.dataset), facts)], 3600, hospital.pk)
+    )[0].outcome is Outcome.NEW
     body, ctype = multipart_body([sample.data])
     busy = await served.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
     assert busy.status_code == 409  # another writer holds it (and is not stale yet)

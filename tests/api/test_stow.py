@@ -303,3 +303,53 @@ async def test_corrupt_values_do_not_fail_the_request(served: ArchiveUnderTest):
     assert metadata["00091001"] == {"vr": "DS"}
     found = await served.client.get("/dicom-web/studies", params={"PatientID": "IDX"})
     assert [s["0020000D"]["Value"][0] for s in found.json()] == [corrupt.study]
+
+
+async def test_the_same_instance_twice_in_one_request_is_stored_once(served: ArchiveUnderTest):
+    sample = make_sample("ct")
+    response = await _post(served.client, [sample.data, sample.data])
+    assert response.status_code == 200, response.text
+    referenced = response.json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"] for item in referenced] == [[sample.instance]] * 2
+    assert (await _counts(served))["instances"] == 1
+    (study,) = (await served.client.get("/dicom-web/studies")).json()
+    assert study["00201208"]["Value"] == [1]
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_a_refused_instance_leaves_no_trace_beside_stored_ones(served: ArchiveUnderTest):
+    """Instances are written in batches; one refused in a batch (another instance is stored
+    under its UID) leaves neither its new patient nor its new study behind, while the
+    batch's others are stored."""
+    stored = make_sample("ct", PatientID="KEPT")
+    assert (await _post(served.client, [stored.data])).status_code == 200
+    clash = stored.dataset
+    other = make_sample("ct")
+    clash.PatientID, clash.StudyInstanceUID, clash.SeriesInstanceUID = "NEVER", other.study, other.series
+    buffer = io.BytesIO()
+    clash.save_as(buffer, enforce_file_format=True)
+    fresh = make_sample("ct", PatientID="FRESH")
+    response = await _post(served.client, [buffer.getvalue(), fresh.data])
+    assert response.status_code == 202
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [FailureReason.DUPLICATE_SOP_INSTANCE]
+    assert await _counts(served) == {"patients": 2, "studies": 2, "series": 2, "instances": 2}
+    ids = sorted(s["00100020"]["Value"][0] for s in (await served.client.get("/dicom-web/studies")).json())
+    assert ids == ["FRESH", "KEPT"]
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+async def test_a_request_larger_than_a_batch(served: ArchiveUnderTest):
+    """More instances than one batch holds, over three series of one study: every one
+    stored, counted once, in the order sent."""
+    first = make_sample("ct")
+    series = [first.series, make_sample("ct").series, make_sample("ct").series]
+    samples = [first] + [make_sample("ct", study=first.study, series=series[i % 3]) for i in range(1, 150)]
+    response = await _post(served.client, [s.data for s in samples])
+    assert response.status_code == 200, response.text
+    referenced = response.json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in referenced] == [s.instance for s in samples]
+    (study,) = (await served.client.get("/dicom-web/studies")).json()
+    assert study["00201208"]["Value"] == [150] and study["00201206"]["Value"] == [3]
+    listed = (await served.client.get(f"/dicom-web/studies/{first.study}/series")).json()
+    assert sorted(s["00201209"]["Value"][0] for s in listed) == [50, 50, 50]

@@ -2,23 +2,15 @@
 (:mod:`.reader`), the orchestration of parsing, indexing and the two-phase write
 (:mod:`.orchestrator`), and the response it makes (:mod:`.response`)."""
 
-from app.services.stow.orchestrator import (
-    describe_file,
-    parse_part,
-    read_file,
-    store,
-    store_files,
-    store_parsed,
-)
+from app.services.stow.orchestrator import Prepared, prepare_part, store, store_files, store_prepared
 from app.services.stow.response import InstanceResult, StowResponse
 
 __all__ = [
     "InstanceResult",
+    "Prepared",
     "StowResponse",
-    "describe_file",
-    "parse_part",
-    "read_file",
+    "prepare_part",
     "store",
     "store_files",
-    "store_parsed",
+    "store_prepared",
 ]

@@ -1,9 +1,13 @@
 """STOW-RS (PS3.18 §10.5): store instances from a ``multipart/related`` request.
 
-The body is read from the stream and every part spooled to disk (headers parsed as each
-part completes, off the event loop); only once the whole body is known to be well formed
-is anything stored, so a request refused as a whole (400, 413, 415) stores nothing. Each
-instance is then written in two phases (:mod:`app.repository.instances`).
+The pipeline, which DIMSE C-STORE and the CD import share: the reader spools every part
+to disk (:mod:`.reader`), and each part, as it completes, is parsed, indexed and described
+in one hop off the event loop (:func:`prepare_part`); only once the whole body is known to
+be well formed is anything stored, so a request refused as a whole (400, 413, 415) stores
+nothing. The instances are then written in batches, in two phases
+(:mod:`app.repository.instances`): the batch's pending rows, its parents upserted once;
+its objects, each spooled file handed to the store without another copy; the batch marked
+stored with its audit event. Then the response (:mod:`.response`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.dicom.header import HeaderError, ParsedInstance, read_instance, to_dicom_json
@@ -25,18 +30,21 @@ from app.errors import Forbidden, StorageUnavailable, UnsupportedMediaType
 from app.observability import metrics
 from app.repository import instances as repository
 from app.repository.audit import AuditEvent
-from app.repository.instances import ObjectFacts, Outcome, Pending
+from app.repository.instances import ObjectFacts, Outcome, Pending, Write
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.stow.reader import SpooledPart, spool_parts
-from app.services.stow.response import InstanceResult, StowResponse, failed, response
+from app.services.stow.response import InstanceResult, StowResponse, response
 from app.storage.base import CHUNK_SIZE, new_key
 
 log = logging.getLogger(__name__)
 
-#: Instances of one request stored at once.
+#: Objects of one batch put at once: each waits on the object store.
 _CONCURRENCY = 4
+#: Instances written in one batch (one transaction for each of its two index phases):
+#: enough to share a round trip among many, few enough to hold parents' locks briefly.
+_BATCH = 64
 
 _REFUSALS = {
     Outcome.DIFFERENT: FailureReason.DUPLICATE_SOP_INSTANCE,
@@ -68,10 +76,11 @@ async def store(
         settings.spool_path,
         settings.max_part_size,
         settings.max_request_size,
-        on_part=parse_part,
+        on_part=prepare_part,
     )
     try:
-        results = await store_parsed(archive, trail, spooled, study)
+        # The spool files are the request's own: they may become the objects.
+        results = await store_prepared(archive, trail, spooled, study, move=True)
     finally:
         for part, _ in spooled:
             with contextlib.suppress(OSError):
@@ -94,59 +103,264 @@ async def _record_refusals(archive: Archive, trail: Trail, answer: StowResponse)
     await audit.commit(archive, trail, answer.status, detail)
 
 
-async def store_files(archive: Archive, trail: Trail, paths: Sequence[Path]) -> list[InstanceResult]:
-    """Store Part 10 files already on this machine's disk: a DIMSE C-STORE's received data
-    set, the files of an imported CD. The same pipeline as STOW-RS: one result per file, in
-    order. The files are the caller's and stay where they are."""
-    parts = [await asyncio.to_thread(describe_file, path) for path in paths]
-    parsed = [(part, await parse_part(part)) for part in parts]
-    return await store_parsed(archive, trail, parsed, None)
+async def store_files(
+    archive: Archive, trail: Trail, paths: Sequence[Path], *, move: bool = False
+) -> list[InstanceResult]:
+    """Store Part 10 files already on this machine's disk: DIMSE C-STOREs' received data
+    sets, the files of an imported CD. The same pipeline as STOW-RS: one result per file, in
+    order. With ``move`` the caller gives the files up (they may become the objects);
+    otherwise they stay as they are. Either way the caller removes what is left."""
+    parts = [await asyncio.to_thread(_prepare_file, path) for path in paths]
+    return await store_prepared(archive, trail, parts, None, move=move)
 
 
-def describe_file(path: Path) -> SpooledPart:
-    """A file on disk as a spooled part: its size and SHA-256 (blocking)."""
+def _prepare_file(path: Path) -> tuple[SpooledPart, Prepared | HeaderError]:
+    """A file on disk as a spooled part, with its size and SHA-256, prepared (blocking)."""
     hasher = hashlib.sha256()
     size = 0
     with path.open("rb") as file:
         while chunk := file.read(CHUNK_SIZE):
             hasher.update(chunk)
             size += len(chunk)
-    return SpooledPart({}, None, path, size, hasher.digest())
+    part = SpooledPart({}, None, path, size, hasher.digest())
+    return part, _prepared(part)
 
 
-async def store_parsed(
+@dataclass(frozen=True)
+class Prepared:
+    """A part parsed, indexed and described: all the pipeline needs of it, made in one
+    hop off the event loop. The parsed data set itself is not kept."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    write: Write
+
+    def result(self, failure: FailureReason | None = None, *, already_stored: bool = False) -> InstanceResult:
+        return InstanceResult(
+            self.sop_class_uid, self.sop_instance_uid, self.study_instance_uid, self.series_instance_uid,
+            failure, already_stored,
+        )  # fmt: skip
+
+
+async def prepare_part(part: SpooledPart) -> Prepared | HeaderError:
+    """Parse, index and describe a spooled part (off the event loop); a refusal is a value."""
+    if part.content_type is not None and part.content_type.essence != MediaTypes.DICOM.value:
+        return HeaderError(f"part is {part.content_type.essence}, not application/dicom")
+    return await asyncio.to_thread(_prepared, part)
+
+
+def _prepared(part: SpooledPart) -> Prepared | HeaderError:
+    try:
+        with part.path.open("rb") as file:
+            parsed = read_instance(file)
+    except HeaderError as exc:
+        return exc
+    try:
+        write = Write(index_record(parsed.dataset), _facts(part, parsed))
+    except Exception:
+        # A value no layer expected: refused like an unreadable header, logged without it.
+        log.exception("STOW-RS: an instance could not be indexed")
+        return HeaderError("the data set could not be indexed")
+    return Prepared(
+        parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid,
+        write,
+    )  # fmt: skip
+
+
+async def store_prepared(
     archive: Archive,
     trail: Trail,
-    parts: Sequence[tuple[SpooledPart, ParsedInstance | HeaderError]],
+    parts: Sequence[tuple[SpooledPart, Prepared | HeaderError]],
     study: str | None,
+    *,
+    move: bool = False,
 ) -> list[InstanceResult]:
-    """The store pipeline every protocol shares: each part (parsed by :func:`parse_part`)
+    """The store pipeline every protocol shares: the parts (from :func:`prepare_part`)
     stored for the trail's hospital, in two phases, audited; one result per part, in order.
 
-    Each instance fails or succeeds alone (PS3.18 §10.5.3): only the loss of the database
-    or the object store (:class:`StorageUnavailable`) fails the whole request, and then
-    every instance not yet stored is undone."""
+    Instances are written in batches of distinct SOP Instance UIDs: each batch's parents
+    upserted once, its pending rows inserted and then marked stored in set-based
+    statements, its audit event recorded in the transaction that makes it visible, and its
+    objects put concurrently in between. Each instance fails or succeeds alone (PS3.18
+    §10.5.3): only the loss of the database or the object store (:class:`StorageUnavailable`)
+    fails the whole request, and then every instance not yet stored is undone."""
     if trail.scope.hospital_pk is None:
         raise Forbidden("only a member hospital's staff may store instances")
-    # A few instances at a time: each waits on the database and the object store.
-    gate = asyncio.Semaphore(_CONCURRENCY)
-
-    async def one(part: SpooledPart, parsed: ParsedInstance | HeaderError) -> InstanceResult:
-        async with gate:
-            return await _store_isolated(archive, trail, part, parsed, study)
-
-    # A task group: if one fails (the store is down), the others are cancelled, and undo
-    # their writes, before the caller removes the files.
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(part, parsed)) for part, parsed in parts]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    results = [task.result() for task in tasks]
-    for result in results:
+    results: list[InstanceResult | None] = [None] * len(parts)
+    todo: list[tuple[int, SpooledPart, Prepared]] = []
+    for i, (part, prepared) in enumerate(parts):
+        if isinstance(prepared, HeaderError):
+            log.info("STOW-RS part refused: %s", prepared)
+            results[i] = InstanceResult(None, None, failure=FailureReason.CANNOT_UNDERSTAND)
+        elif study is not None and prepared.study_instance_uid != study:
+            # PS3.18 §10.5.1.1: an instance of another study than the one addressed is refused.
+            results[i] = prepared.result(FailureReason.DATA_SET_MISMATCH)
+        else:
+            todo.append((i, part, prepared))
+    for batch in _batches(todo):
+        for i, result in await _store_batch(archive, trail, batch, move):
+            results[i] = result
+    done = [r for r in results if r is not None]
+    assert len(done) == len(parts)
+    for result in done:
         if result.failure is not None:
             metrics.INSTANCES_REFUSED.labels(f"{int(result.failure):04X}").inc()
-    return results
+    return done
+
+
+def _batches(
+    todo: list[tuple[int, SpooledPart, Prepared]],
+) -> Iterator[list[tuple[int, SpooledPart, Prepared]]]:
+    """Batches of at most _BATCH instances, in order, none holding a SOP Instance UID
+    twice: an instance sent twice in one request is stored once, then found identical
+    (or different) like any other sent again."""
+    while todo:
+        batch: list[tuple[int, SpooledPart, Prepared]] = []
+        later: list[tuple[int, SpooledPart, Prepared]] = []
+        seen: set[str] = set()
+        for item in todo:
+            uid = item[2].sop_instance_uid
+            if uid in seen or len(batch) == _BATCH:
+                later.append(item)
+            else:
+                seen.add(uid)
+                batch.append(item)
+        yield batch
+        todo = later
+
+
+async def _store_batch(
+    archive: Archive, trail: Trail, batch: list[tuple[int, SpooledPart, Prepared]], move: bool
+) -> list[tuple[int, InstanceResult]]:
+    hospital_pk = trail.scope.hospital_pk
+    assert hospital_pk is not None  # checked by store_prepared
+    try:
+        pendings = await repository.begin(
+            archive.pool, [p.write for _, _, p in batch], archive.settings.pending_timeout, hospital_pk
+        )
+    except (StorageUnavailable, Forbidden):
+        raise
+    except Exception:
+        if len(batch) > 1:
+            # One instance's content met a defect (a value no layer expected): store them
+            # one by one, so that only that one is refused.
+            return [r for item in batch for r in await _store_batch(archive, trail, [item], move)]
+        log.exception("STOW-RS: an instance could not be stored")
+        (i, _, prepared) = batch[0]
+        return [(i, prepared.result(FailureReason.PROCESSING_FAILURE))]
+    answers: list[tuple[int, InstanceResult]] = []
+    new: list[tuple[int, SpooledPart, Prepared, Pending]] = []
+    for (i, part, prepared), pending in zip(batch, pendings, strict=True):
+        if pending.outcome is Outcome.NEW:
+            new.append((i, part, prepared, pending))
+        elif pending.outcome is Outcome.IDENTICAL:
+            # Storing the same bytes again is an idempotent success.
+            answers.append((i, prepared.result(already_stored=True)))
+        else:
+            answers.append((i, prepared.result(_REFUSALS[pending.outcome])))
+    if new:
+        stored = await _write_objects(archive, trail, new, move)
+        for i, _, prepared, pending in new:
+            failure = None if pending.instance_pk in stored else FailureReason.PROCESSING_FAILURE
+            answers.append((i, prepared.result(failure)))
+    return answers
+
+
+async def _write_objects(
+    archive: Archive, trail: Trail, new: list[tuple[int, SpooledPart, Prepared, Pending]], move: bool
+) -> set[int]:
+    """Phases two and three of a batch: the objects put, a few at a time, then the
+    instances marked stored with the batch's audit event. Whatever interrupts them — an
+    error, a lost client, a cancelled task — the objects and pending rows of the instances
+    not stored are removed before it propagates. Returns the pks of the stored instances."""
+    written: list[tuple[Pending, str]] = []
+    attempted: list[tuple[Pending, str]] = []
+    stored: set[int] = set()
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def put(part: SpooledPart, pending: Pending, key: str) -> None:
+        async with gate:
+            attempted.append((pending, key))
+            try:
+                await archive.store.put_file(key, part.path, move=move)
+            except StorageUnavailable:
+                raise
+            except Exception:
+                # One instance's object could not be written: refused, the others go on.
+                log.exception("STOW-RS: an instance's object could not be stored")
+                return
+            written.append((pending, key))
+
+    event = trail.child(Transaction(trail.event.transaction))
+
+    def event_of(marked: set[int]) -> AuditEvent:
+        # In the request's order, whatever order the puts ended in.
+        _describe(event, trail, [(part, prepared) for _, part, prepared, p in new if p.instance_pk in marked])
+        return event
+
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _, part, prepared, pending in new:
+                    group.create_task(put(part, pending, prepared.write.facts.object_key))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        if written:
+            stored = await repository.mark_stored(archive.pool, written, event_of)
+    finally:
+        if len(stored) < len(new):
+            undo = [(p, pr.write.facts.object_key) for _, _, pr, p in new if p.instance_pk not in stored]
+            await asyncio.shield(_undo(archive, undo, attempted, written))
+    orphans = [p.orphan_key for _, _, _, p in new if p.orphan_key and p.instance_pk in stored]
+    for key in orphans:
+        with contextlib.suppress(Exception):
+            await archive.store.delete(key)
+    if stored:
+        metrics.INSTANCES_STORED.labels(trail.event.transaction).inc(len(stored))
+        await audit.export(archive, [event])
+    return stored
+
+
+def _describe(event: AuditEvent, trail: Trail, stored: list[tuple[SpooledPart, Prepared]]) -> None:
+    """The storing transaction's event: its own kind (STOW-RS, or C-STORE for the DICOM
+    listener), every instance it makes visible."""
+    event.outcome, event.instances = 200, len(stored)
+    event.bytes = sum(part.size for part, _ in stored)
+    event.study_uids = list(dict.fromkeys(p.study_instance_uid for _, p in stored))
+    event.series_uids = list(dict.fromkeys(p.series_instance_uid for _, p in stored))
+    event.instance_uids = [p.sop_instance_uid for _, p in stored]
+    event.patient_ids = list(dict.fromkeys(p.write.record.patient.patient_id for _, p in stored))
+    event.owner_hospitals = [trail.event.hospital or ""]
+
+
+async def _undo(
+    archive: Archive,
+    undo: list[tuple[Pending, str]],
+    attempted: list[tuple[Pending, str]],
+    written: list[tuple[Pending, str]],
+) -> None:
+    """Remove the objects and pending rows of ``undo``: the batch's instances not stored."""
+    tried = {p.instance_pk for p, _ in attempted}
+    done = {p.instance_pk for p, _ in written}
+    removable: list[tuple[Pending, str]] = []
+    for pending, key in undo:
+        if pending.instance_pk in tried:
+            try:
+                await archive.store.delete(key)
+            except Exception:
+                if pending.instance_pk in done:
+                    # The object exists and could not be removed: keep its pending row, so
+                    # the sweep retries, rather than leave an object nothing refers to.
+                    log.warning("could not remove an abandoned object; the sweep will retry")
+                    continue
+                # A put that failed stored nothing (puts are atomic): the row can go.
+        removable.append((pending, key))
+    try:
+        await repository.abandon(archive.pool, removable)
+    except Exception:
+        log.warning("could not remove abandoned pending rows; the sweep will", exc_info=True)
 
 
 def _check_content_type(value: str | None) -> MediaType:
@@ -169,124 +383,10 @@ def _check_content_type(value: str | None) -> MediaType:
     return media
 
 
-async def parse_part(part: SpooledPart) -> ParsedInstance | HeaderError:
-    """Parse a spooled part's header (off the event loop); a refusal is a value."""
-    if part.content_type is not None and part.content_type.essence != MediaTypes.DICOM.value:
-        return HeaderError(f"part is {part.content_type.essence}, not application/dicom")
-    try:
-        return await asyncio.to_thread(_read_header, part.path)
-    except HeaderError as exc:
-        return exc
-
-
-def _read_header(path: Path) -> ParsedInstance:
-    """Parse the header of the file at ``path`` (blocking); app.dicom reads, this opens."""
-    with path.open("rb") as file:
-        return read_instance(file)
-
-
-async def _store_isolated(
-    archive: Archive, trail: Trail, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
-) -> InstanceResult:
-    """:func:`_store_one`, where anything but an outage fails this instance only."""
-    try:
-        return await _store_one(archive, trail, part, parsed, study)
-    except (StorageUnavailable, Forbidden):
-        raise
-    except Exception:
-        # A defect met by one instance's content (a value no layer expected): logged
-        # without the value, refused with a reason, and the request's others go on.
-        log.exception("STOW-RS: an instance could not be stored")
-        if isinstance(parsed, HeaderError):
-            return InstanceResult(None, None, failure=FailureReason.CANNOT_UNDERSTAND)
-        return InstanceResult(
-            parsed.sop_class_uid,
-            parsed.sop_instance_uid,
-            parsed.study_instance_uid,
-            parsed.series_instance_uid,
-            FailureReason.PROCESSING_FAILURE,
-        )
-
-
-async def _store_one(
-    archive: Archive, trail: Trail, part: SpooledPart, parsed: ParsedInstance | HeaderError, study: str | None
-) -> InstanceResult:
-    if isinstance(parsed, HeaderError):
-        log.info("STOW-RS part refused: %s", parsed)
-        return InstanceResult(None, None, failure=FailureReason.CANNOT_UNDERSTAND)
-    result = InstanceResult(
-        parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid
-    )
-    if study is not None and parsed.study_instance_uid != study:
-        # PS3.18 §10.5.1.1: an instance of another study than the one addressed is refused.
-        return failed(result, FailureReason.DATA_SET_MISMATCH)
-    facts = await asyncio.to_thread(_facts, part, parsed)
-    record = index_record(parsed.dataset)
-    hospital_pk = trail.scope.hospital_pk
-    assert hospital_pk is not None  # checked by store_parsed
-    pending = await repository.begin(
-        archive.pool, record, facts, archive.settings.pending_timeout, hospital_pk
-    )
-    if pending.outcome is Outcome.IDENTICAL:
-        # Storing the same bytes again is an idempotent success.
-        return replace(result, already_stored=True)
-    if pending.outcome is not Outcome.NEW:
-        return failed(result, _REFUSALS[pending.outcome])
-    # The storing transaction's own kind: STOW-RS, or C-STORE for the DICOM listener.
-    event = trail.child(Transaction(trail.event.transaction))
-    event.outcome, event.instances, event.bytes = 200, 1, part.size
-    event.study_uids, event.series_uids = [parsed.study_instance_uid], [parsed.series_instance_uid]
-    event.instance_uids, event.patient_ids = [parsed.sop_instance_uid], [record.patient.patient_id]
-    event.owner_hospitals = [trail.event.hospital or ""]
-    if await _write_object(archive, part.path, pending, facts.object_key, event):
-        metrics.INSTANCES_STORED.labels(trail.event.transaction).inc()
-        await audit.export(archive, [event])
-        return result
-    return failed(result, FailureReason.PROCESSING_FAILURE)
-
-
-async def _write_object(archive: Archive, path: Path, pending: Pending, key: str, event: AuditEvent) -> bool:
-    """Phases two and three. Whatever interrupts them — an error, a lost client, a
-    cancelled task — the object and the pending row are removed before it propagates."""
-    written = stored = False
-    try:
-        await archive.store.put(key, read_file(path))
-        written = True
-        stored = await repository.mark_stored(archive.pool, pending, key, event)
-    finally:
-        if not stored:
-            await asyncio.shield(_undo(archive, pending, key, written))
-    if pending.orphan_key:
-        with contextlib.suppress(Exception):
-            await archive.store.delete(pending.orphan_key)
-    return stored
-
-
-async def _undo(archive: Archive, pending: Pending, key: str, written: bool) -> None:
-    try:
-        await archive.store.delete(key)
-    except Exception:
-        if written:
-            # The object exists and could not be removed: keep its pending row, so the
-            # sweep retries, rather than leave an object nothing refers to.
-            log.warning("could not remove an abandoned object; the sweep will retry")
-            return
-        # A put that failed stored nothing (puts are atomic): the row can go.
-    try:
-        await repository.abandon(archive.pool, pending, key)
-    except Exception:
-        log.warning("could not remove an abandoned pending row; the sweep will", exc_info=True)
-
-
-async def read_file(path: Path) -> AsyncIterator[bytes]:
-    with await asyncio.to_thread(path.open, "rb") as file:
-        while chunk := await asyncio.to_thread(file.read, CHUNK_SIZE):
-            yield chunk
-
-
 def _facts(part: SpooledPart, parsed: ParsedInstance) -> ObjectFacts:
     pixel = parsed.pixel
     fragments = pixel.fragments if pixel is not None and pixel.encapsulated else None
+    bulk = {path: [loc.offset, loc.length] for path, loc in parsed.bulk.items() if path != "7FE00010"}
     return ObjectFacts(
         object_key=new_key(),
         size=part.size,
@@ -299,6 +399,6 @@ def _facts(part: SpooledPart, parsed: ParsedInstance) -> ObjectFacts:
         fragment_lengths=[f[1] for f in fragments] if fragments is not None else None,
         basic_offset_table=list(pixel.basic_offset_table) if pixel and pixel.encapsulated else None,
         frame_starts=list(pixel.frame_starts) if pixel and pixel.encapsulated else None,
-        bulk={path: [loc.offset, loc.length] for path, loc in parsed.bulk.items() if path != "7FE00010"},
-        metadata=to_dicom_json(parsed),
+        bulk=json.dumps(bulk),
+        metadata=json.dumps(to_dicom_json(parsed)),
     )

@@ -22,6 +22,7 @@ from python_multipart.multipart import MultipartState
 from app.dicom.media import MediaType
 from app.dicom.multipart import PartEvents, Preamble, boundary_of, part_type
 from app.errors import BadRequest, PayloadTooLarge, StorageUnavailable
+from app.storage.base import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -123,6 +124,10 @@ class _Open:
     file: BufferedWriter | None = None
     size: int = 0
     hasher: _Hash = field(default_factory=hashlib.sha256)
+    #: Received and not yet written: data arrives in pieces of a few KiB, and each write is
+    #: a hop to a thread, so a part is written a CHUNK_SIZE at a time (a small instance in
+    #: one go, with its closing).
+    unwritten: bytearray = field(default_factory=bytearray)
 
 
 class _Spooler(Generic[T]):
@@ -183,10 +188,14 @@ class _Spooler(Generic[T]):
         if kind == "headers":
             self._start(payload)
         elif kind == "data":
-            assert self._open is not None and self._open.file is not None
-            data = b"".join(payload)
-            await asyncio.to_thread(_write, self._open.file, self._open.hasher, data)
-            self._open.size += len(data)
+            current = self._open
+            assert current is not None and current.file is not None
+            for piece in payload:
+                current.unwritten += piece
+            if len(current.unwritten) >= CHUNK_SIZE:
+                data, current.unwritten = current.unwritten, bytearray()
+                await asyncio.to_thread(_write, current.file, current.hasher, data)
+                current.size += len(data)
         else:
             await self._complete()
 
@@ -202,7 +211,9 @@ class _Spooler(Generic[T]):
         if current is None:  # an empty part ends before its headers do
             raise BadRequest("malformed multipart body: a part has no header section")
         assert current.file is not None and current.path is not None
-        await asyncio.to_thread(current.file.close)
+        data, current.unwritten = current.unwritten, bytearray()
+        await asyncio.to_thread(_write_and_close, current.file, current.hasher, data)
+        current.size += len(data)
         part = SpooledPart(
             current.headers, part_type(current.headers), current.path, current.size, current.hasher.digest()
         )
@@ -235,9 +246,14 @@ class _Spooler(Generic[T]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _write(file: BufferedWriter, hasher: _Hash, data: bytes) -> None:
+def _write(file: BufferedWriter, hasher: _Hash, data: bytes | bytearray) -> None:
     file.write(data)
     hasher.update(data)
+
+
+def _write_and_close(file: BufferedWriter, hasher: _Hash, data: bytes | bytearray) -> None:
+    with file:
+        _write(file, hasher, data)
 
 
 async def _call(on_part: Callable[[SpooledPart], Awaitable[T]], part: SpooledPart) -> T:

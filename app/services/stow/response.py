@@ -27,16 +27,6 @@ class StowResponse:
     results: list[InstanceResult] = field(default_factory=list)
 
 
-def failed(result: InstanceResult, reason: FailureReason) -> InstanceResult:
-    return InstanceResult(
-        result.sop_class_uid,
-        result.sop_instance_uid,
-        result.study_instance_uid,
-        result.series_instance_uid,
-        reason,
-    )
-
-
 def response(results: list[InstanceResult], root: str, study: str | None) -> StowResponse:
     """The response of PS3.18 §10.5.3: 200 when all were stored, 202 when some, 409 when
     none (400 when none was even a DICOM instance)."""
