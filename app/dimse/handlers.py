@@ -83,6 +83,7 @@ class Handlers:
         self.bridge = bridge
         self.archive = bridge.archive
         self._peers: weakref.WeakKeyDictionary[Association, Peer] = weakref.WeakKeyDictionary()
+        self.stores = dimse.StoreGroups(self.archive)
         self._lock = threading.Lock()
 
     # --- Association ----------------------------------------------------------------------
@@ -137,7 +138,7 @@ class Handlers:
         path = spool / f"cstore-{os.urandom(12).hex()}.dcm"
         try:
             write_part10(path, event.file_meta, Path(event.dataset_path), peer.ae.ae_title)
-            outcome = self.bridge.run(dimse.store(self.archive, peer, path))
+            outcome = self.bridge.run(self.stores.store(peer, path))
             status, comment = outcome.status, outcome.comment
         except StorageUnavailable:
             status, comment = Status.OUT_OF_RESOURCES, "out of resources; retry"
@@ -353,9 +354,9 @@ def write_part10(path: Path, file_meta: FileMetaDataset, received: Path, source_
         source.seek(132 + 12 + int.from_bytes(head[8:12], "little"))
         out.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(out, meta, enforce_standard=True)  # type: ignore[arg-type]
+        # Not synced: the store makes the object durable (a rename into place is synced
+        # there), and before that the file is only the C-STORE's spool.
         shutil.copyfileobj(source, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def _contexts(objects: list[StoredObject]) -> list[Any]:

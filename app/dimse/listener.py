@@ -89,6 +89,13 @@ class SharedPortServer(ThreadedAssociationServer):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def service_actions(self) -> None:
+        """Nothing between polls of the listening socket. pynetdicom's own runs a full
+        ``gc.collect()`` every 60 polls (every 30 s, idle or not) to free finished
+        association threads sooner; in the archive's process that holds the interpreter
+        lock — and every HTTP request waiting on it — for as long as a full collection
+        of its heap takes, and the interpreter's collector frees them anyway."""
+
 
 def application_entity(settings: Settings) -> AE:
     """The archive's AE: its title, limits and the presentation contexts it accepts."""
@@ -139,9 +146,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Listener:
     """A running listener; :meth:`stop` ends it (aborting open associations)."""
 
-    def __init__(self, ae: AE, server: ThreadedAssociationServer) -> None:
+    def __init__(self, ae: AE, server: ThreadedAssociationServer, handlers: Handlers) -> None:
         self.ae = ae
         self.server = server
+        self.handlers = handlers
 
     @property
     def port(self) -> int:
@@ -174,7 +182,7 @@ class Listener:
         )
         threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True).start()
         ae._servers.append(server)  # so that ae.shutdown() stops it
-        listener = cls(ae, server)
+        listener = cls(ae, server, handlers)
         log.info(
             "DICOM listener: AE title %s on %s:%d%s", settings.dicom_ae_title, host, listener.port,
             " (TLS)" if server.ssl_context else "",
@@ -187,8 +195,11 @@ class Listener:
             )
         return listener
 
-    def stop(self) -> None:
-        self.ae.shutdown()
+    async def stop(self) -> None:
+        """Stop listening and abort the associations, then let the C-STOREs being stored
+        finish, while the database is still there."""
+        await asyncio.to_thread(self.ae.shutdown)
+        await self.handlers.stores.close()
 
 
 async def listen(archive: Archive, stack: contextlib.AsyncExitStack) -> None:
@@ -203,7 +214,7 @@ async def listen(archive: Archive, stack: contextlib.AsyncExitStack) -> None:
     if settings.workers == 1:
         # A single process must have its port: failing to bind fails the start.
         listener = await asyncio.to_thread(Listener.start, archive, loop)
-        stack.push_async_callback(asyncio.to_thread, listener.stop)
+        stack.push_async_callback(listener.stop)
         return
     task = asyncio.create_task(_take_port_over(archive, loop))
 
@@ -233,4 +244,4 @@ async def _take_port_over(archive: Archive, loop: asyncio.AbstractEventLoop) -> 
         try:
             await asyncio.Event().wait()
         finally:
-            await asyncio.to_thread(listener.stop)
+            await listener.stop()

@@ -8,6 +8,8 @@ recorded in the transaction that stores them, refusals committed with the DIMSE 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from app.security.principal import Principal
 from app.services import audit, stow
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
+from app.services.stow import InstanceResult
 
 log = logging.getLogger(__name__)
 
@@ -115,27 +118,98 @@ class StoreOutcome:
     sop_instance_uid: str | None
 
 
-async def store(archive: Archive, peer: Peer, path: Path) -> StoreOutcome:
-    """C-STORE (PS3.4 B.2.2) of one received instance, written as a Part 10 file at
-    ``path`` (the caller's, left in place). Success only once it is durable: the store
-    pipeline answers after its index row is committed."""
-    if not peer.may(Service.STORE):
-        status = await refuse(archive, peer, Transaction.C_STORE, "AE may not store")
-        return StoreOutcome(status, "this AE may not store", None)
-    trail = peer.trail(Transaction.C_STORE)
-    try:
-        [result] = await stow.store_files(archive, trail, [path])
-    except StorageUnavailable:
-        status, comment = store_status(FailureReason.OUT_OF_RESOURCES)
-        await _commit_quietly(archive, trail, status, comment)
-        return StoreOutcome(status, comment, None)
-    status, comment = store_status(result.failure)
-    if result.failure is None:
-        audit.stored_in_transaction(trail)
-    else:
-        trail.note(studies=[result.study_instance_uid or ""], instances=[result.sop_instance_uid or ""])
-        await _commit_quietly(archive, trail, status, comment)
-    return StoreOutcome(status, comment, result.sop_instance_uid)
+class StoreGroups:
+    """C-STORE (PS3.4 B.2.2) through the one store pipeline, with the C-STOREs that arrive
+    together stored together.
+
+    An SCU sends one C-STORE at a time on an association and waits for its answer, but a
+    modality or a PACS sends over several associations at once. What arrives from one
+    calling AE while a batch of its C-STOREs is being stored waits for that batch, then
+    goes in the next one: one index transaction per phase for the batch, not per
+    instance, and no C-STORE ever waits for a timer. Each is answered with its own status,
+    success only once it is durable (its index row committed)."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self._waiting: dict[tuple[str, str, str], list[tuple[Path, asyncio.Future[InstanceResult]]]] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+
+    async def store(self, peer: Peer, path: Path) -> StoreOutcome:
+        """Store the received instance, a Part 10 file at ``path`` that the caller gives up
+        (it may become the object; the caller removes what is left of it)."""
+        if not peer.may(Service.STORE):
+            status = await refuse(self.archive, peer, Transaction.C_STORE, "AE may not store")
+            return StoreOutcome(status, "this AE may not store", None)
+        key = (peer.ae.ae_title, peer.address, peer.called)
+        answer: asyncio.Future[InstanceResult] = asyncio.get_running_loop().create_future()
+        queue = self._waiting.get(key)
+        if queue is None:
+            queue = self._waiting[key] = []
+            task = asyncio.create_task(self._drain(key, peer))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+        queue.append((path, answer))
+        try:
+            result = await answer
+        except StorageUnavailable:
+            status, comment = store_status(FailureReason.OUT_OF_RESOURCES)
+            await _commit_quietly(self.archive, peer.trail(Transaction.C_STORE), status, comment)
+            return StoreOutcome(status, comment, None)
+        except asyncio.CancelledError:
+            # Timed out: not yet taken, it is dropped (nothing of it written); already in
+            # a batch, that batch goes on, and a C-STORE sent again finds it stored.
+            with contextlib.suppress(ValueError):
+                queue.remove((path, answer))
+            raise
+        status, comment = store_status(result.failure)
+        if result.failure is not None:
+            trail = peer.trail(Transaction.C_STORE)
+            trail.note(studies=[result.study_instance_uid or ""], instances=[result.sop_instance_uid or ""])
+            await _commit_quietly(self.archive, trail, status, comment)
+        return StoreOutcome(status, comment, result.sop_instance_uid)
+
+    async def _drain(self, key: tuple[str, str, str], peer: Peer) -> None:
+        try:
+            while batch := self._waiting[key]:
+                self._waiting[key] = []
+                await self._store_batch(peer, batch)
+        finally:
+            # Nothing can have been queued meanwhile: this runs on the loop, between awaits.
+            self._waiting.pop(key, None)
+
+    async def _store_batch(
+        self, peer: Peer, batch: list[tuple[Path, asyncio.Future[InstanceResult]]]
+    ) -> None:
+        # The batch's stored instances are audited where they are stored, as one C-STORE
+        # event of the calling AE naming every one of them.
+        trail = peer.trail(Transaction.C_STORE)
+        try:
+            results = await stow.store_files(self.archive, trail, [path for path, _ in batch], move=True)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else StorageUnavailable("the store was interrupted")
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(
+                        failure if isinstance(failure, StorageUnavailable) else _failed(failure)
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, answer), result in zip(batch, results, strict=True):
+            if not answer.done():
+                answer.set_result(result)
+
+    async def close(self) -> None:
+        """Wait for the batches being stored (at shutdown, once no association is left)."""
+        if self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)
+
+
+def _failed(exc: Exception) -> StorageUnavailable:
+    # A defect that escaped the pipeline's own per-instance handling: logged once, and
+    # answered "out of resources" (the SCU may retry) rather than left without an answer.
+    log.error("C-STORE: a batch could not be stored", exc_info=exc)
+    return StorageUnavailable("the instance could not be stored")
 
 
 async def _commit_quietly(archive: Archive, trail: Trail, status: Status, detail: str | None) -> None:

@@ -20,7 +20,16 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from tests.dimse.conftest import AE_TITLE, MODALITY, NOSTORE, DicomServer, dataset_bytes, run, storescp
+from tests.dimse.conftest import (
+    AE_TITLE,
+    MODALITY,
+    NOSTORE,
+    DicomServer,
+    audit_rows,
+    dataset_bytes,
+    run,
+    storescp,
+)
 from tests.fixtures import _free_port
 from tests.samples import Sample, make_sample, split_multipart
 
@@ -211,3 +220,26 @@ async def test_an_association_aborted_mid_transfer_stores_nothing(
     assoc = ae.associate(dicom_server.host, dicom_server.port, ae_title=AE_TITLE)
     assert assoc.is_established and assoc.send_c_echo().Status == 0
     assoc.release()
+
+
+async def test_concurrent_associations_store_every_instance_once(
+    dicom_server: DicomServer, tmp_path: Path, emptied_db: str
+):
+    """C-STOREs arriving together over several associations are stored together: each is
+    answered with its own status, and the trail names every instance exactly once."""
+    before = {r["pk"] for r in await audit_rows(emptied_db, f"ae:{MODALITY}")}
+    study = make_sample("ct")
+    sets = [[make_sample("ct", study=study.study, series=study.series) for _ in range(8)] for _ in range(4)]
+    paths = [write(tmp_path, *samples) for samples in sets]
+    statuses = await asyncio.gather(
+        *(asyncio.to_thread(store_with_pynetdicom, dicom_server, MODALITY, *p) for p in paths)
+    )
+    assert [s.Status for per in statuses for s in per] == [0] * 32
+    sent = {s.instance for samples in sets for s in samples}
+    events = [r for r in await audit_rows(emptied_db, f"ae:{MODALITY}") if r["pk"] not in before]
+    stored = [e for e in events if e["transaction"] == "C-STORE" and e["outcome"] == 200]
+    named = [uid for e in stored for uid in e["instance_uids"]]
+    assert sorted(named) == sorted(sent) and sum(e["instances"] for e in stored) == 32
+    async with httpx.AsyncClient(base_url=dicom_server.url, headers=dicom_server.headers) as client:
+        response = await client.get("/dicom-web/studies", params={"StudyInstanceUID": study.study})
+    assert response.json()[0]["00201208"]["Value"] == [32]
