@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity, which a container's cpuset limits)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -44,8 +53,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     #: Worker processes of ``filmless serve``, each with its own event loop, database pool
-    #: and render threads, sharing the listening socket.
-    workers: int = Field(default=1, ge=1)
+    #: and render threads, sharing the listening socket. Default: one per core this
+    #: process may run on, since one Python process uses at most one core for its own work.
+    workers: int = Field(default_factory=lambda: available_cores(), ge=1)
     #: Public base URL used in RetrieveURL/BulkDataURI; unset: derived from each request.
     base_url: str | None = None
     #: Send instances as stored when a WADO request names no transfer syntax, as PS3.18

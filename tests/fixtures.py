@@ -221,6 +221,8 @@ def live_server(
         "FILMLESS_AUTH_LOCAL_KEY_FILE": str(signing_key),
         # No DICOM listener unless live_server_env asks for one.
         "FILMLESS_DICOM_PORT": "0",
+        # One process unless a test asks for more (the default is one per core).
+        "FILMLESS_WORKERS": "1",
     }
     if getattr(request, "param", "filesystem") == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")

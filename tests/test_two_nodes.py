@@ -230,6 +230,7 @@ def test_two_nodes_behind_nginx(
         "FILMLESS_S3_SECRET_ACCESS_KEY": s3_server.secret_key,
         "FILMLESS_S3_REGION": s3_server.region,
         "FILMLESS_AUTH_LOCAL_KEY_FILE": str(signing_key),
+        "FILMLESS_WORKERS": "1",
         # One share key for every node, as a deployment keeps it in one place.
         "FILMLESS_SHARE_KEY_FILE": str(tmp_path / "share-key"),
         "FILMLESS_TRUSTED_PROXIES": '["127.0.0.1"]',

@@ -109,6 +109,7 @@ def dicom_server(
         "FILMLESS_DICOM_MAX_ASSOCIATIONS": str(MAX_ASSOCIATIONS),
         "FILMLESS_DICOM_ACSE_TIMEOUT": "5",
         "FILMLESS_DICOM_NETWORK_TIMEOUT": "10",
+        "FILMLESS_WORKERS": "1",
     }
     log_path = root / "server.log"
     log = log_path.open("wb")

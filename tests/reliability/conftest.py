@@ -153,6 +153,7 @@ def node_env(
         "FILMLESS_SWEEP_INTERVAL": "0",
         "FILMLESS_AUTH_LOCAL_KEY_FILE": str(key),
         "FILMLESS_DICOM_PORT": "0",
+        "FILMLESS_WORKERS": "1",
     }
     if s3 is not None:
         env |= {
