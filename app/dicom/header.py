@@ -29,6 +29,8 @@ from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, VR
 
+from app.dicom import raw_json
+
 __all__ = [
     "BULK_DATA_THRESHOLD",
     "BULK_PLACEHOLDER",
@@ -130,6 +132,9 @@ class ParsedInstance:
     series_instance_uid: str
     pixel: PixelLayout | None
     bulk: dict[str, BulkLocation]
+    #: Top-level elements already in DICOM JSON, made from their encoded bytes
+    #: (:mod:`app.dicom.raw_json`) and left unconverted in ``dataset``.
+    rendered: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def deflated(self) -> bool:
@@ -151,12 +156,13 @@ def read_instance(fp: BinaryIO) -> ParsedInstance:
     deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
     ds = _parse(fp, deflated)
     pixel_at = fp.tell()
+    rendered: dict[int, dict[str, Any]] = {}
     if deflated:
         pixel, bulk = None, _locate_bulk(ds, inflated=True)
     else:
         _check_lengths(ds, size, pixel_at)
-        bulk = _locate_bulk(ds, inflated=False)
         implicit, little = ds.original_encoding[0], ds.original_encoding[1]
+        bulk = _locate_bulk(ds, inflated=False, rendered=rendered if little else None)
         pixel = _pixel_layout(fp, pixel_at, size, bool(implicit), bool(little))
         if pixel is None and "Rows" in ds and "PixelDataProviderURL" not in ds:
             # PS3.3 §C.7.6.3: Pixel Data is required with the Image Pixel Module unless
@@ -173,6 +179,7 @@ def read_instance(fp: BinaryIO) -> ParsedInstance:
         _uid(ds, "SeriesInstanceUID", "(0020,000E)"),
         pixel,
         bulk,
+        rendered,
     )
 
 
@@ -184,7 +191,7 @@ def to_dicom_json(parsed: ParsedInstance) -> dict[str, Any]:
 
     Nothing is read from the file (:func:`read_instance` loaded every non-bulk value), so
     this works after the file has been moved."""
-    result = _dataset_json(parsed.dataset, "", parsed.bulk)
+    result = _dataset_json(parsed.dataset, "", parsed.bulk, parsed.rendered)
     if parsed.pixel is not None:
         path = f"{parsed.pixel.tag:08X}"
         result[path] = {"vr": parsed.pixel.vr, "BulkDataURI": BULK_PLACEHOLDER + path}
@@ -241,18 +248,54 @@ def _check_lengths(ds: Dataset, size: int, stop: int) -> None:
         raise HeaderError(f"truncated file: {size - end} stray bytes after the last element")
 
 
-def _locate_bulk(ds: Dataset, inflated: bool) -> dict[str, BulkLocation]:
-    """Load every non-bulk value and locate every bulk one, sequences included."""
+def _locate_bulk(
+    ds: Dataset, inflated: bool, rendered: dict[int, dict[str, Any]] | None = None
+) -> dict[str, BulkLocation]:
+    """Load every non-bulk value and locate every bulk one, sequences included. With
+    ``rendered`` (a little-endian data set), top-level values plain enough are put there
+    as DICOM JSON from their bytes instead of being loaded."""
     found: dict[str, BulkLocation] = {}
+    codec = _codec(ds) if rendered is not None else None
     for tag in list(ds.keys()):
         raw = ds.get_item(tag, keep_deferred=True)
         if not inflated and isinstance(raw, RawDataElement) and _raw_bulk_vr(raw) is not None:
             found[f"{tag:08X}"] = BulkLocation(raw.value_tell, raw.length)
             continue
+        if rendered is not None and isinstance(raw, RawDataElement) and raw.length != _UNDEFINED:
+            vr = _plain_vr(raw)
+            value = raw.value
+            if vr is not None and isinstance(value, bytes):
+                as_json = raw_json.element_json(vr, value, codec)
+                if as_json is not None:
+                    rendered[tag] = as_json
+                    continue
         elem = _load(ds, tag)
         if not inflated:
             _locate(elem, 0, f"{tag:08X}", found)
     return found
+
+
+def _codec(ds: Dataset) -> str | None:
+    """The codec of the data set's text, when :mod:`app.dicom.raw_json` handles it."""
+    try:
+        charset = ds.get("SpecificCharacterSet")
+    except _PARSE_ERRORS:
+        return None
+    return raw_json.CODECS.get(charset) if charset is None or isinstance(charset, str) else None
+
+
+def _plain_vr(raw: RawDataElement) -> str | None:
+    """The VR of a raw element, when it is known for sure: explicit, or the data
+    dictionary's single VR of a standard tag (PS3.6) in Implicit VR."""
+    if raw.VR is not None:
+        return str(raw.VR)
+    if raw.tag.is_private:
+        return None
+    try:
+        vr = dictionary_VR(raw.tag)
+    except KeyError:
+        return None
+    return None if " " in vr else vr
 
 
 def _locate(elem: DataElement, base: int, path: str, found: dict[str, BulkLocation]) -> None:
@@ -298,12 +341,18 @@ def _is_bulk(elem: DataElement) -> bool:
     return elem.VR in _BINARY_VRS and isinstance(value, bytes) and len(value) > BULK_DATA_THRESHOLD
 
 
-def _dataset_json(ds: Dataset, prefix: str, bulk: dict[str, BulkLocation]) -> dict[str, Any]:
-    """Dataset.to_json_dict, but with the placeholders at the paths in ``bulk``."""
+def _dataset_json(
+    ds: Dataset, prefix: str, bulk: dict[str, BulkLocation], rendered: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Dataset.to_json_dict, but with the placeholders at the paths in ``bulk``, and the
+    elements of ``rendered`` as they are there."""
     result: dict[str, Any] = {}
     for tag in ds.keys():
         key = f"{tag:08X}"
         path = prefix + key
+        if rendered is not None and (done := rendered.get(tag)) is not None:
+            result[key] = done
+            continue
         if path in bulk:
             result[key] = {"vr": _bulk_vr(ds, tag), "BulkDataURI": BULK_PLACEHOLDER + path}
             continue
