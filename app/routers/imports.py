@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.dicom.reconciliation import Coercion
 from app.http.deps import ArchiveDep, Importer, JobsDep
-from app.services import audit, import_jobs
+from app.services import import_jobs
 
 router = APIRouter(prefix="/api/imports", tags=["Import"])
 
@@ -49,7 +49,6 @@ async def create_import(
     job = await import_jobs.submit(
         archive, jobs, caller.trail, request.stream(), request.headers.get("content-type"), coercion or None
     )
-    await audit.commit(archive, caller.trail, 202, f"job {job.id}")
     location = f"/api/jobs/{job.id}"
     return JSONResponse(
         {"id": job.id, "state": "queued", "job": location}, 202, headers={"Location": location}

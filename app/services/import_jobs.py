@@ -38,7 +38,7 @@ async def submit(
     content_type: str | None,
     coercion: Coercion | None,
 ) -> NewJob:
-    """Receive the ZIP file and queue its import for the trail's hospital."""
+    """Receive the ZIP file and queue its import for the trail's hospital (recorded)."""
     essence = (content_type or "").split(";")[0].strip().lower()
     if essence not in _ZIP_TYPES:
         raise UnsupportedMediaType("an import takes a ZIP file (application/zip)")
@@ -67,6 +67,7 @@ async def submit(
             await asyncio.to_thread(upload.unlink, missing_ok=True)
 
     jobs.launch(job, work)
+    await audit.commit(archive, trail, 202, f"job {job.id}")
     return job
 
 
