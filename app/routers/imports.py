@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from app.dicom.reconciliation import Coercion
 from app.http.deps import ArchiveDep, Importer, JobsDep
@@ -19,6 +20,14 @@ _BODY = {
         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
+class ImportQueued(BaseModel):
+    id: str
+    state: str = Field(description="queued")
+    job: str = Field(description="Where to follow it: GET this path (also in Location)")
+
+
 _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g. Family^Given)")
 
 
@@ -28,7 +37,10 @@ _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g
     summary="Import a ZIP file of DICOM files (a CD's content) as a job",
     openapi_extra=_BODY,
     responses={
-        202: {"description": "Received; the import runs as the job named in the body and Location"},
+        202: {
+            "model": ImportQueued,
+            "description": "Received; the import runs as the job named in the body and Location",
+        },
         413: {"description": "Larger than FILMLESS_MAX_IMPORT_SIZE"},
         415: {"description": "Not a ZIP file"},
     },
