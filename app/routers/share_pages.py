@@ -171,7 +171,7 @@ async def download(secret: str, request: Request, archive: ArchiveDep, shares: S
         return page("message.html", 403, heading="Download not offered",
                     message="This share lets you view the images, not download them.")  # fmt: skip
     headers = {"Content-Disposition": 'attachment; filename="images.zip"'}
-    body = zip_stream(archive, instances, shares.deidentify_key(access.share))
+    body = zip_stream(archive.store, instances, shares.deidentify_key(access.share))
     return StreamingResponse(body, media_type="application/zip", headers=headers)
 
 
