@@ -155,7 +155,7 @@ def _drive(client: Any, anonymous: Any, live_server: LiveServer) -> None:
     with zipfile.ZipFile(packed, "w") as archive:
         archive.writestr("IMAGES/IM0001", second.data)
     queued = _api("import_.create_import").sync(client=client, body=types.File(payload=packed.getvalue()))
-    assert isinstance(queued, models.ImportQueued), queued
+    assert isinstance(queued, models.JobQueued), queued
     job = _finished(client, queued.id)
     assert job.kind == models.JobOutKind.IMPORT and job.state == models.JobOutState.DONE, job
     assert isinstance(job.progress, models.JobProgress) and job.progress.items_done == 1

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from app.dicom.reconciliation import Coercion
 from app.http.deps import ArchiveDep, Importer, JobsDep
+from app.routers.jobs import JobQueued
 from app.services import import_jobs
 
 router = APIRouter(prefix="/api/imports", tags=["Import"])
@@ -22,12 +22,6 @@ _BODY = {
 }
 
 
-class ImportQueued(BaseModel):
-    id: str
-    state: str = Field(description="queued")
-    job: str = Field(description="Where to follow it: GET this path (also in Location)")
-
-
 _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g. Family^Given)")
 
 
@@ -38,7 +32,7 @@ _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g
     openapi_extra=_BODY,
     responses={
         202: {
-            "model": ImportQueued,
+            "model": JobQueued,
             "description": "Received; the import runs as the job named in the body and Location",
         },
         413: {"description": "Larger than FILMLESS_MAX_IMPORT_SIZE"},

@@ -16,6 +16,14 @@ router = APIRouter(prefix="/api/jobs", tags=["Jobs"])
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
+class JobQueued(BaseModel):
+    """The answer to a request that starts a job (an import, a send)."""
+
+    id: str
+    state: Literal["queued"]
+    job: str = Field(description="Where to follow it: GET this path (also in Location)")
+
+
 class JobProgress(BaseModel):
     items_total: int = Field(description="Instances (or files) known so far")
     items_done: int

@@ -17,6 +17,7 @@ from app.dicom.deidentification import remap_uid
 from app.errors import FilmlessError, Forbidden, TooManyRequests
 from app.http import trails
 from app.http.deps import BaseDep, SharesDep
+from app.routers.openapi import binary
 from app.routers.pages import dated, page, print_page, summaries
 from app.routers.shares_api import created_out
 from app.services import share_access
@@ -157,7 +158,12 @@ async def study_page(secret: str, study: str, request: Request, shares: SharesDe
                 root=f"/share/{secret}/dicom-web")  # fmt: skip
 
 
-@router.get("/s/{secret}/download", summary="Download a share's studies as a ZIP with a DICOMDIR")
+@router.get(
+    "/s/{secret}/download",
+    summary="Download a share's studies as a ZIP with a DICOMDIR",
+    response_class=StreamingResponse,
+    responses={200: binary("The ZIP file", "application/zip")},
+)
 async def download(secret: str, request: Request, shares: SharesDep) -> Response:
     access = await _session(shares, secret)
     if access is None:
