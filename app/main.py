@@ -17,6 +17,7 @@ from app import __version__
 from app.dicom.leniency import read_leniently
 from app.dimse.listener import listen
 from app.errors import FilmlessError, StorageUnavailable
+from app.http.console import SignInFirst, to_sign_in
 from app.http.errors import install_error_handlers
 from app.http.middleware import CatchUnexpected, RequestLog, StallTimeout
 from app.http.share_gateway import ShareGateway
@@ -167,7 +168,7 @@ def create_app(settings: Settings) -> FastAPI:
         portal,
     ):
         app.include_router(module.router)
-    app.add_exception_handler(console_studies.SignInFirst, console_studies.to_sign_in)
+    app.add_exception_handler(SignInFirst, to_sign_in)
     # Share paths are rewritten before routing sees them; the request log is outermost, so
     # that its id is on every line the request causes and its status is the one sent.
     app.add_middleware(ShareGateway)

@@ -9,15 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.errors import FilmlessError, Forbidden
+from app.errors import FilmlessError
+from app.http.console import COOKIE, check_csrf, signed_in
 from app.http.state import running
 from app.routers.pages import page
 from app.security.principal import Role
-from app.services.signin import Signed, SignIn, csrf_ok
+from app.services.signin import SignIn
 
 router = APIRouter(include_in_schema=False)
-
-COOKIE = "filmless_console"
 
 
 def _signin(request: Request) -> SignIn:
@@ -31,11 +30,6 @@ def _set_cookie(request: Request, response: Response, session_id: str, max_age: 
         COOKIE, session_id, max_age=max_age, path="/console", httponly=True, samesite="lax",
         secure=request.url.scheme == "https",
     )  # fmt: skip
-
-
-async def signed_in(request: Request) -> Signed | None:
-    """The signed-in person of this browser, if any (for the console's pages)."""
-    return await _signin(request).signed(request.cookies.get(COOKIE))
 
 
 def console_page(template: str, request: Request, status: int = 200, **context: Any) -> Response:
@@ -122,8 +116,7 @@ async def dev_signin(
 @router.post("/console/logout")
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     signed = await signed_in(request)
-    if signed is None or not csrf_ok(signed.csrf, csrf):
-        raise Forbidden("the form is stale or was not sent from this archive's page")
+    check_csrf(signed.csrf if signed else None, csrf)
     await _signin(request).sign_out(request.cookies[COOKIE])
     response = RedirectResponse("/console/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/console")

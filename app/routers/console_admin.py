@@ -9,13 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.errors import FilmlessError
+from app.http.console import StaffAdministering, StaffAuditing
 from app.http.deps import ArchiveDep
 from app.routers.console import console_page
-from app.routers.console_studies import _staff, _trail
-from app.security.principal import Right
-from app.services import admin, audit
+from app.services import admin
 from app.services.admin import AuditFilter
-from app.services.audit import Transaction
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -30,20 +28,17 @@ def _day(value: str | None) -> dt.datetime | None:
 
 
 @router.get("/admin")
-async def admin_page(request: Request, archive: ArchiveDep) -> Response:
-    signed = await _staff(request, Right.ADMINISTER)
-    trail = _trail(request, Transaction.ADMIN, signed)
-    members = await admin.hospitals_list(archive, trail)
-    known = await admin.aes_list(archive, trail, signed.principal.hospital_pk)
-    return console_page("console_admin.html", request, signed=signed, hospitals=members, aes=known)
+async def admin_page(request: Request, archive: ArchiveDep, staff: StaffAdministering) -> Response:
+    members = await admin.hospitals_list(archive, staff.trail)
+    known = await admin.aes_list(archive, staff.trail, staff.principal.hospital_pk)
+    return console_page("console_admin.html", request, signed=staff.signed, hospitals=members, aes=known)
 
 
 @router.get("/audit")
-async def audit_page(request: Request, archive: ArchiveDep) -> Response:
-    signed = await _staff(request, Right.AUDIT)
+async def audit_page(request: Request, archive: ArchiveDep, staff: StaffAuditing) -> Response:
+    signed = staff.signed
     q = request.query_params
     asked = {k: q.get(k, "").strip() for k in (*AUDIT_FILTERS, "since", "until")}
-    trail = _trail(request, Transaction.AUDIT_QUERY, signed)
     try:
         # "until" is a day: the whole of it is included.
         until = _day(asked["until"])
@@ -56,9 +51,8 @@ async def audit_page(request: Request, archive: ArchiveDep) -> Response:
             "console_message.html", request, 400, signed=signed, message="Dates are YYYY-MM-DD."
         )
     try:
-        events = await admin.audit_events(archive, trail, signed.principal.hospital, f, 1000, 0)
+        events = await admin.audit_events(archive, staff.trail, signed.principal.hospital, f, 1000, 0)
     except FilmlessError as exc:
-        await audit.commit(archive, trail, exc.status, str(exc))
         return console_page("console_message.html", request, exc.status, signed=signed, message=str(exc))
     if q.get("format") == "csv":
         headers = {"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"}

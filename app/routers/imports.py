@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 
 from app.dicom.reconciliation import Coercion
 from app.http.deps import ArchiveDep, Importer, JobsDep
-from app.services import audit, import_jobs
+from app.routers.jobs import JobQueued
+from app.services import import_jobs
 
 router = APIRouter(prefix="/api/imports", tags=["Import"])
 
@@ -19,6 +20,8 @@ _BODY = {
         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
 _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g. Family^Given)")
 
 
@@ -28,7 +31,10 @@ _PN = Query(max_length=320, description="The local Patient's Name (DICOM PN, e.g
     summary="Import a ZIP file of DICOM files (a CD's content) as a job",
     openapi_extra=_BODY,
     responses={
-        202: {"description": "Received; the import runs as the job named in the body and Location"},
+        202: {
+            "model": JobQueued,
+            "description": "Received; the import runs as the job named in the body and Location",
+        },
         413: {"description": "Larger than FILMLESS_MAX_IMPORT_SIZE"},
         415: {"description": "Not a ZIP file"},
     },
@@ -49,7 +55,6 @@ async def create_import(
     job = await import_jobs.submit(
         archive, jobs, caller.trail, request.stream(), request.headers.get("content-type"), coercion or None
     )
-    await audit.commit(archive, caller.trail, 202, f"job {job.id}")
     location = f"/api/jobs/{job.id}"
     return JSONResponse(
         {"id": job.id, "state": "queued", "job": location}, 202, headers={"Location": location}

@@ -14,7 +14,8 @@ from app.routers.responses import immutable
 from app.routers.uids import InstanceUID, SeriesUID, StudyUID
 from app.services import frames, rendered
 
-router = APIRouter(prefix="/dicom-web", tags=["Rendered"])
+# Images and multipart bodies, never JSON: the document lists only their media types.
+router = APIRouter(prefix="/dicom-web", tags=["Rendered"], default_response_class=StreamingResponse)
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
     200: binary(

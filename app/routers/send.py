@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.http.deps import ArchiveDep, JobsDep, Sender
+from app.routers.jobs import JobQueued
 from app.routers.uids import StudyUID
 from app.services import send
 
@@ -30,7 +31,10 @@ class SendIn(BaseModel):
     status_code=202,
     summary="Send a study by C-STORE or STOW-RS, as a job",
     responses={
-        202: {"description": "Queued; the job (in the body and Location) reports each instance"},
+        202: {
+            "model": JobQueued,
+            "description": "Queued; the job (in the body and Location) reports each instance",
+        },
         400: {"description": "Neither or both destinations, or one the archive may not send to"},
         404: {"description": "No such study in the caller's reach, or no such AE of their hospital"},
     },

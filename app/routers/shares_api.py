@@ -75,6 +75,28 @@ class ShareCreated(ShareOut):
     dicomweb_root: str
 
 
+class ShareAccess(BaseModel):
+    """One event of a share's access history: a recipient's or its staff's."""
+
+    at: dt.datetime
+    transaction: str = Field(description="E.g. SHARE-ACCESS (a gate), SHARE-DOWNLOAD, WADO-RS")
+    outcome: int = Field(description="The HTTP status answered")
+    client_address: str | None
+    user_agent: str | None
+    studies: list[str]
+    instances: int
+    bytes: int
+    detail: str | None
+
+
+class ShareDetail(ShareOut):
+    history: list[ShareAccess] = Field(description="Newest first")
+
+
+class Revoked(BaseModel):
+    revoked: list[str] = Field(description="The share and the shares minted from it, if still active")
+
+
 def share_out(share: ShareRow) -> ShareOut:
     data = {k: v for k, v in asdict(share).items() if k in ShareOut.model_fields}
     return ShareOut(**data, state=share.state(now()))
@@ -125,7 +147,7 @@ async def list_shares(
     return [share_out(s) for s in found]
 
 
-@router.get("/{share_id}", summary="A share and its access history")
+@router.get("/{share_id}", summary="A share and its access history", response_model=ShareDetail)
 async def get_share(share_id: str, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
     share, history = await shares.inspect(caller.principal, caller.trail, share_id)
     events = [
@@ -140,9 +162,8 @@ async def get_share(share_id: str, caller: Sharer, shares: SharesDep) -> dict[st
 
 
 @router.post("/{share_id}/revoke", summary="Revoke a share and every share minted from it")
-async def revoke_share(share_id: str, caller: Sharer, shares: SharesDep) -> dict[str, Any]:
-    revoked = await shares.revoke(caller.principal, caller.trail, share_id)
-    return {"revoked": revoked}
+async def revoke_share(share_id: str, caller: Sharer, shares: SharesDep) -> Revoked:
+    return Revoked(revoked=await shares.revoke(caller.principal, caller.trail, share_id))
 
 
 @router.post(

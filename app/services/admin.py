@@ -77,9 +77,17 @@ async def audit_events(
         hospital=hospital, patient_id=f.patient_id, study_uid=f.study_uid, subject=f.subject,
         share_id=f.share_id, since=f.since, until=f.until,
     )  # fmt: skip
-    events = await audit_repository.search(archive.pool, scoped, limit, offset)
+    async with audit.refusals(archive, trail):
+        events = await audit_repository.search(archive.pool, scoped, limit, offset)
     await audit.commit(archive, trail, 200, f"{len(events)} events")
     return events
+
+
+async def study_history(archive: Archive, hospital: str | None, study: str, limit: int) -> list[AuditEvent]:
+    """The accesses to ``study`` that ``hospital``'s trail holds, for the study's page,
+    whose own access is recorded by the page's search (so nothing more is)."""
+    scoped = AuditFilter(hospital=hospital, study_uid=study)
+    return await audit_repository.search(archive.pool, scoped, limit, 0)
 
 
 _CSV_FIELDS = [

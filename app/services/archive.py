@@ -1,5 +1,10 @@
 """What the application holds for its lifetime, built by the lifespan and read by the
-dependencies in :mod:`app.http.deps`."""
+dependencies in :mod:`app.http.deps`.
+
+A service that records its audit takes the Archive whole: the trail's commit needs the
+pool, the sink's settings and its lock. A function that needs one part of it (the store
+to stream from, the settings of an upload, the pool) takes that part, so its signature
+says what it touches."""
 
 from __future__ import annotations
 

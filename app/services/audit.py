@@ -10,12 +10,14 @@ their events inside the transaction that makes the change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from enum import Enum
 
 from app.dicom.audit_message import audit_message
+from app.errors import FilmlessError
 from app.observability import metrics
 from app.repository import audit as repository
 from app.repository.audit import AuditEvent
@@ -161,6 +163,18 @@ async def commit(archive: Archive, trail: Trail, status: int, detail: str | None
         metrics.SHARE_ACCESSES.labels(str(status)).inc()
     await repository.record(archive.pool, trail.event)
     await export(archive, [trail.event])
+
+
+@contextlib.asynccontextmanager
+async def refusals(archive: Archive, trail: Trail, prefix: str = "") -> AsyncIterator[None]:
+    """Record an archive error raised inside as the request's outcome (its status and
+    reason, after ``prefix``), then let it go on: to the error handler of an API request,
+    or to a page that shows it."""
+    try:
+        yield
+    except FilmlessError as exc:
+        await commit(archive, trail, exc.status, prefix + exc.message)
+        raise
 
 
 _RECIPIENT_TRANSACTIONS = frozenset({Transaction.SHARE_ACCESS.value, Transaction.SHARE_DOWNLOAD.value})

@@ -22,9 +22,9 @@ from pydicom.fileset import FileSet
 from app.dicom.deidentification import deidentify, fill_for_directory, remap_uid
 from app.errors import ObjectNotFound
 from app.repository.retrieve import Exported
-from app.services.archive import Archive
 from app.services.bodies import drain
 from app.services.deidentified import deidentified
+from app.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class _Sink(io.RawIOBase):
 
 
 async def zip_stream(
-    archive: Archive, instances: list[Exported], deidentify_key: bytes | None = None
+    store: BlobStore, instances: list[Exported], deidentify_key: bytes | None = None
 ) -> AsyncIterator[bytes]:
     """The ZIP; with ``deidentify_key``, of de-identified copies (PS3.15 Annex E), their
     DICOMDIR built from the de-identified headers."""
@@ -64,7 +64,7 @@ async def zip_stream(
         yield sink.take()
         for instance, path in zip(instances, paths, strict=True):
             try:
-                reader = await archive.store.open(instance.object_key)
+                reader = await store.open(instance.object_key)
             except ObjectNotFound:
                 log.info("an instance was deleted while its study was downloaded")
                 continue

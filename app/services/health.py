@@ -13,14 +13,14 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from app.errors import StorageUnavailable
-from app.repository.database import connection
+from app.repository.database import Pool, connection
 from app.repository.migrations import unapplied
 from app.services.archive import Archive
 
 
 async def readiness(archive: Archive) -> dict[str, str]:
     return {
-        "database": await _reason(_database(archive)),
+        "database": await _reason(_database(archive.pool)),
         "object_store": await _reason(archive.store.ping()),
         "spool": await _reason(asyncio.to_thread(_spool_writable, archive.settings.spool_path)),
     }
@@ -34,8 +34,8 @@ async def _reason(probe: Awaitable[None]) -> str:
     return "ok"
 
 
-async def _database(archive: Archive) -> None:
-    async with connection(archive.pool) as conn:
+async def _database(pool: Pool) -> None:
+    async with connection(pool) as conn:
         problem = await unapplied(conn)
     if problem is not None:
         raise StorageUnavailable(problem)

@@ -24,6 +24,7 @@ from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.imports import ImportReport, Listener, MemberOutcome, Status, Tally, import_paths
 from app.services.jobs import Jobs, Reporter
+from app.settings import Settings
 
 #: What the upload is called in the job's outcomes (never the spool file's path).
 UPLOAD_LABEL = "upload.zip"
@@ -38,11 +39,11 @@ async def submit(
     content_type: str | None,
     coercion: Coercion | None,
 ) -> NewJob:
-    """Receive the ZIP file and queue its import for the trail's hospital."""
+    """Receive the ZIP file and queue its import for the trail's hospital (recorded)."""
     essence = (content_type or "").split(";")[0].strip().lower()
     if essence not in _ZIP_TYPES:
         raise UnsupportedMediaType("an import takes a ZIP file (application/zip)")
-    upload = await _receive(archive, chunks)
+    upload = await _receive(archive.settings, chunks)
     try:
         if not await asyncio.to_thread(zipfile.is_zipfile, upload):
             raise UnsupportedMediaType("the body is not a ZIP file")
@@ -67,12 +68,13 @@ async def submit(
             await asyncio.to_thread(upload.unlink, missing_ok=True)
 
     jobs.launch(job, work)
+    await audit.commit(archive, trail, 202, f"job {job.id}")
     return job
 
 
-async def _receive(archive: Archive, chunks: AsyncIterable[bytes]) -> Path:
-    limit = archive.settings.max_import_size
-    spool = archive.settings.spool_path
+async def _receive(settings: Settings, chunks: AsyncIterable[bytes]) -> Path:
+    limit = settings.max_import_size
+    spool = settings.spool_path
     await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
     handle, name = await asyncio.to_thread(tempfile.mkstemp, prefix="upload-", suffix=".zip", dir=spool)
     path = Path(name)

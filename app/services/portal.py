@@ -18,8 +18,9 @@ from app.errors import BadRequest, NotFound, Unauthorized
 from app.repository import portal as repository
 from app.security.principal import Principal, Right
 from app.security.share_secrets import Hasher, new_access_code, new_token, normalize_code
-from app.services import mail
+from app.services import audit, mail
 from app.services.archive import Archive
+from app.services.audit import Trail
 from app.services.mail import Letter, valid_address
 from app.services.shares import CreatedShare, ShareRequest, Shares
 
@@ -51,9 +52,10 @@ class Portal:
     def __init__(self, archive: Archive, hasher: Hasher) -> None:
         self.archive, self.hasher = archive, hasher
 
-    async def new_code(self, by: Principal, patient_id: str) -> EnrolmentCode:
+    async def new_code(self, by: Principal, trail: Trail, patient_id: str) -> EnrolmentCode:
         """A code binding its holder to ``patient_id`` at the staff member's hospital,
-        for a patient the hospital holds studies of (else 404)."""
+        for a patient the hospital holds studies of (else 404); recorded."""
+        trail.note(patients=[patient_id], owners=[by.hospital or ""])
         if by.hospital_pk is None or by.hospital is None:
             raise NotFound("no such patient")
         if not patient_id or not await repository.patient_known(
@@ -64,6 +66,7 @@ class Portal:
         expires = _now() + dt.timedelta(days=CODE_DAYS)
         digest = self.hasher.digest("enrol", code)
         await repository.add_code(self.archive.pool, digest, by.hospital_pk, patient_id, by.subject, expires)
+        await audit.commit(self.archive, trail, 201, "created a patient portal enrolment code")
         return EnrolmentCode(code, patient_id, by.hospital, expires)
 
     async def enrol(self, typed_code: str, email: str, base: str) -> None:
@@ -135,11 +138,11 @@ class Portal:
         return self.hasher.digest("portal-csrf", session).hex()
 
     async def share(
-        self, patient: Principal, shares: Shares, study: str, days: int, recipient: str | None
+        self, patient: Principal, trail: Trail, shares: Shares, study: str, days: int, recipient: str | None
     ) -> CreatedShare:
         """A share of one of the patient's own studies, made in the name of the hospital
-        that holds it, for at most :data:`PATIENT_SHARE_DAYS`; the patient is told (by
-        email) when it is first opened and when it is locked out."""
+        that holds it, for at most :data:`PATIENT_SHARE_DAYS`, and recorded; the patient
+        is told (by email) when it is first opened and when it is locked out."""
         if patient.shared_studies is None or study not in patient.shared_studies:
             raise NotFound(f"no study {study}")
         if not 1 <= days <= PATIENT_SHARE_DAYS:
@@ -158,4 +161,9 @@ class Portal:
             studies=[study], expires_at=_now() + dt.timedelta(days=days), permissions=["view", "download"],
             recipient=recipient, notify_email=email,
         )  # fmt: skip
-        return await shares.create(creator, asked)
+        created = await shares.create(creator, asked)
+        share = created.share
+        trail.event.share_id = share.id
+        trail.note(studies=share.studies, owners=[share.hospital], count=1)
+        await audit.commit(self.archive, trail, 201, f"patient created share {share.id}")
+        return created

@@ -87,6 +87,28 @@ async def search_recorded(
     return result
 
 
+@dataclass(frozen=True)
+class StudyView:
+    """A study's QIDO-RS attributes and its series', for a page about it."""
+
+    study: JsonDataset
+    series: list[JsonDataset]
+
+
+async def find_study(archive: Archive, trail: Trail, study: str, root: str) -> StudyView | None:
+    """The study ``study`` and its series as the trail's caller may see them, recorded;
+    None, recorded as a 404, when they see no such study."""
+    found = await search(archive, trail.scope, Level.STUDY, [("StudyInstanceUID", study)], root)
+    if not found.matches:
+        await audit.commit(archive, trail, 404, "no such study")
+        return None
+    series = await search(archive, trail.scope, Level.SERIES, [], root, {"0020000D": study})
+    owners = found.owners
+    trail.note(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
+    await audit.commit(archive, trail, 200)
+    return StudyView(found.matches[0], series.matches)
+
+
 def _returned_tags(query: QidoQuery) -> list[str]:
     """The level's default attributes (PS3.18 Table 10.6.3-3), those of the levels above
     when the resource path does not fix them, and the indexed ones asked for."""

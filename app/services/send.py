@@ -46,6 +46,7 @@ from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
 from app.services.bodies import drain
 from app.services.jobs import Jobs, Reporter
+from app.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 # pynetdicom narrates every association at INFO; its warnings and errors are enough.
@@ -221,7 +222,7 @@ async def _c_store(
 
     def fetch(item: _Item) -> Path:
         path = scratch / "instance.dcm"
-        on_loop(_spool_object(archive, item.obj, path))
+        on_loop(_spool_object(archive.store, item.obj, path))
         return path
 
     def settled(item: _Item) -> None:
@@ -302,8 +303,8 @@ def _associate_and_send(
                 association.release()
 
 
-async def _spool_object(archive: Archive, obj: StoredObject, path: Path) -> None:
-    reader = await archive.store.open(obj.object_key)
+async def _spool_object(store: BlobStore, obj: StoredObject, path: Path) -> None:
+    reader = await store.open(obj.object_key)
     with await asyncio.to_thread(path.open, "wb") as file:
         async for chunk in drain(reader):
             await asyncio.to_thread(file.write, chunk)
@@ -324,7 +325,7 @@ async def _stow(
         for start in range(0, len(pending), _STOW_BATCH):
             batch = pending[start : start + _STOW_BATCH]
             boundary = multipart_boundary()
-            body = stream_multipart(_stow_parts(archive, batch), boundary)
+            body = stream_multipart(_stow_parts(archive.store, batch), boundary)
             try:
                 response = await client.post(
                     target.url + "/studies",
@@ -340,10 +341,10 @@ async def _stow(
 
 
 async def _stow_parts(
-    archive: Archive, batch: list[_Item]
+    store: BlobStore, batch: list[_Item]
 ) -> AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
     for item in batch:
-        reader = await archive.store.open(item.obj.object_key)
+        reader = await store.open(item.obj.object_key)
         yield {"Content-Type": "application/dicom", "Content-Length": str(item.obj.size)}, drain(reader)
 
 

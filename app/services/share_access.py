@@ -4,14 +4,15 @@ the trail the HTTP layer started (SHARE-ACCESS, or SHARE-DOWNLOAD); refusals too
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import FilmlessError, Forbidden, TooManyRequests
-from app.repository.retrieve import Exported
 from app.security.principal import Right
 from app.services import audit
 from app.services.audit import Trail
+from app.services.download import zip_stream
 from app.services.shares import Access, CreatedShare, ShareRequest, Shares, narrower, principal_for
 
 UNAVAILABLE = "unknown, expired, revoked or used-up share"
@@ -86,9 +87,10 @@ async def study_page(shares: Shares, trail: Trail, access: Access, study: str) -
     return StudyView(found, uids)
 
 
-async def download(shares: Shares, trail: Trail, access: Access) -> list[Exported]:
-    """The instances of a share's download (one of its uses). Refused, and recorded, when
-    the share does not allow downloads."""
+async def download(shares: Shares, trail: Trail, access: Access) -> AsyncIterator[bytes]:
+    """A share's download (one of its uses): its instances as a ZIP with a DICOMDIR,
+    de-identified when the share is. Refused, and recorded, when the share does not allow
+    downloads; recorded before the first byte, which the stream yields only when read."""
     principal = shares.principal_for(access.share)
     trail.identify(principal)
     if Right.DOWNLOAD not in principal.rights:
@@ -102,7 +104,7 @@ async def download(shares: Shares, trail: Trail, access: Access) -> list[Exporte
         owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
     )  # fmt: skip
     await audit.commit(shares.archive, trail, 200, "ZIP download")
-    return instances
+    return zip_stream(shares.archive.store, instances, shares.deidentify_key(access.share))
 
 
 async def reshare(shares: Shares, trail: Trail, access: Access, asked: ShareRequest) -> CreatedShare:

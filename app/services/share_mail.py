@@ -11,18 +11,30 @@ from __future__ import annotations
 
 from app.repository.shares import ShareRow
 from app.security.principal import Principal
-from app.services import mail
+from app.services import audit, mail
 from app.services.archive import Archive
+from app.services.audit import Trail
 from app.services.mail import Letter
 from app.services.shares import Shares
 
 
 async def send_access_page(
-    archive: Archive, shares: Shares, by: Principal, share_id: str, token: str, code: str, to: str, base: str
+    archive: Archive,
+    shares: Shares,
+    by: Principal,
+    trail: Trail,
+    share_id: str,
+    token: str,
+    code: str,
+    to: str,
+    base: str,
 ) -> ShareRow:
-    """Email ``share_id``'s link and code to ``to``; the share (for the audit trail)."""
-    share = await shares.held(by, share_id, token, code)
-    await mail.send(archive.settings, access_page_letter(share, token, code, to, base))
+    """Email ``share_id``'s link and code to ``to``, recorded, sent or not; the share."""
+    trail.event.share_id = share_id
+    async with audit.refusals(archive, trail, "Access Page not emailed: "):
+        share = await shares.held(by, share_id, token, code)
+        await mail.send(archive.settings, access_page_letter(share, token, code, to, base))
+    await audit.commit(archive, trail, 200, f"emailed the Access Page to {to.strip()}")
     return share
 
 

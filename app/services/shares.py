@@ -168,8 +168,9 @@ class Shares:
         return self.hasher.digest(f"challenge:{share_id}", answer)
 
     async def share(self, by: Principal, trail: Trail, request: ShareRequest) -> CreatedShare:
-        """A staff member's new share (:meth:`create`), recorded."""
-        created = await self.create(by, request)
+        """A staff member's new share (:meth:`create`), recorded, refused or not."""
+        async with audit.refusals(self.archive, trail):
+            created = await self.create(by, request)
         share = created.share
         trail.event.share_id = share.id
         trail.note(studies=share.studies, owners=[share.hospital], count=len(share.studies))
@@ -198,12 +199,15 @@ class Shares:
         )
         return revoked
 
-    async def reprint(self, by: Principal, trail: Trail, share_id: str, token: str, code: str) -> ShareRow:
-        """The share whose secrets ``token`` and ``code`` are, for printing its page again.
-        Secrets are stored only as hashes: only whoever holds them can print it."""
+    async def reprint(
+        self, by: Principal, trail: Trail, share_id: str, token: str, code: str, detail: str = "printed"
+    ) -> ShareRow:
+        """The share whose secrets ``token`` and ``code`` are, for printing its page again
+        (or its PDF: ``detail`` says which). Secrets are stored only as hashes: only
+        whoever holds them can print it."""
         share = await self.held(by, share_id, token, code)
         trail.event.share_id = share.id
-        await audit.commit(self.archive, trail, 200, "printed")
+        await audit.commit(self.archive, trail, 200, detail)
         return share
 
     async def held(self, by: Principal, share_id: str, token: str, code: str) -> ShareRow:

@@ -137,3 +137,35 @@ async def _pdf_of(browser: httpx.AsyncClient, page: str) -> None:
     assert pdf.content.startswith(b"%PDF-") and pdf.content.rstrip().endswith(b"%%EOF")
     text = _pdf_text(pdf.content)
     assert fields["access_code"].encode() in text and b"Dana Desk" in text
+
+
+async def test_each_page_records_its_outcome_once(console: ArchiveUnderTest, study: str):
+    """The services behind the pages record what happened, refusals shown on a page
+    included, and a forged form is refused before anything is recorded."""
+    newest = (await console.client.get("/api/audit", params={"limit": 1})).json()
+    before = newest[0]["pk"] if newest else 0
+    async with browser_at(console) as browser:
+        await sign_in(browser, "alice")
+        assert (await browser.get("/console/studies/1.2.3.404")).status_code == 404
+        page = await browser.get(f"/console/studies/{study}")
+        too_late = (dt.date.today() + dt.timedelta(days=console.settings.share_max_days + 5)).isoformat()
+        form = {"study": study, "expires": too_late, "csrf": csrf_of(page.text)}
+        refused = await browser.post("/console/shares", data=form)
+        assert refused.status_code == 400 and "expires_at" in refused.text
+        forged = await browser.post("/console/shares", data={**form, "csrf": "guessed"})
+        assert forged.status_code == 403
+        created = await browser.post("/console/shares", data={**form, "expires": dt.date.today().isoformat()})
+        assert created.status_code == 201
+    trail = await console.client.get("/api/audit", params={"subject": "alice", "limit": 50})
+    assert trail.status_code == 200, trail.text
+    mine = [e for e in reversed(trail.json()) if e["pk"] > before and e["path"].startswith("/console/")]
+    missing = [e for e in mine if e["path"] == "/console/studies/1.2.3.404"]
+    assert [(e["transaction"], e["outcome"], e["detail"]) for e in missing] == [
+        ("QIDO-RS", 404, "no such study")
+    ]
+    shares = [
+        (e["outcome"], e["detail"]) for e in mine if e["method"] == "POST" and e["path"] == "/console/shares"
+    ]
+    assert len(shares) == 2, shares  # the forged post is not among them
+    assert shares[0][0] == 400 and "expires_at" in shares[0][1]
+    assert shares[1][0] == 201 and shares[1][1].startswith("created share ")
