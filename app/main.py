@@ -42,6 +42,7 @@ from app.routers import (
     openapi,
     pages,
     portal,
+    portal_shares,
     qido,
     rendered,
     send,
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
         console_portal,
         console_admin,
         portal,
+        portal_shares,
     ):
         app.include_router(module.router)
     app.add_exception_handler(SignInFirst, to_sign_in)

@@ -52,6 +52,7 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "SHARE": ("110106", "Export", "E"),
     "SHARE-ACCESS": ("110103", "DICOM Instances Accessed", "R"),
     "SHARE-DOWNLOAD": ("110106", "Export", "R"),
+    "DOWNLOAD": ("110106", "Export", "R"),
     "DIMSE-ASSOCIATION": ("110114", "User Authentication", "E"),
     "C-ECHO": ("110100", "Application Activity", "E"),
     "C-STORE": ("110104", "DICOM Instances Transferred", "C"),

@@ -24,6 +24,8 @@ INSERT_STUDIES = "INSERT INTO share_studies (share_id, study_instance_uid) SELEC
 SELECT_BY_ID = _SHARE + " WHERE s.id = $1"
 SELECT_BY_TOKEN = _SHARE + " WHERE s.token_hash = $1"
 SELECT_BY_CODE = _SHARE + " WHERE s.code_hash = $1"
+# A creator's own shares, newest first (a patient's, made from the portal).
+SELECT_BY_CREATOR = _SHARE + " WHERE s.created_by = $1 ORDER BY s.created_at DESC, s.id LIMIT $2"
 SELECT_BY_SESSION = (
     _SHARE + " JOIN share_sessions x ON x.share_id = s.id WHERE x.token_hash = $1 AND x.expires_at > now()"
 )
@@ -170,6 +172,12 @@ async def add_session(pool: Pool, session_hash: bytes, share_id: str, expires_at
 async def take_use(pool: Pool, share_id: str) -> bool:
     async with connection(pool) as conn:
         return await conn.fetchval(TAKE_USE, share_id) is not None
+
+
+async def by_creator(pool: Pool, created_by: str, limit: int) -> list[ShareRow]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_BY_CREATOR, created_by, limit)
+    return [ShareRow(**dict(r)) for r in rows]
 
 
 async def revoke(pool: Pool, share_id: str, by: str) -> list[str]:

@@ -20,6 +20,7 @@ from app.routers.pages import page, person_name, print_page, study_date
 from app.routers.responses import IMMUTABLE, stream
 from app.routers.shares_api import created_out
 from app.routers.uids import SeriesUID, StudyUID
+from app.security.principal import Principal
 from app.services import qido, rendered
 from app.services.archive import Archive
 from app.services.audit import Trail, Transaction
@@ -48,6 +49,19 @@ async def _patient(
     trail = trails.start(request, transaction)
     trail.identify(patient)
     return trail
+
+
+async def signed_patient(
+    request: Request, archive: Archive, shares: Shares, transaction: Transaction, csrf: str | None = None
+) -> tuple[Principal, Trail] | None:
+    """The signed-in patient and their request's trail, the form's CSRF token checked
+    when one is posted (``csrf`` not None); None when no one is signed in."""
+    trail = await _patient(request, archive, shares, transaction)
+    if trail is None or trail.principal is None:
+        return None
+    if csrf is not None:
+        check_csrf(_csrf(request, archive, shares), csrf)
+    return trail.principal, trail
 
 
 def _value(dataset: dict[str, Any], tag: str) -> str:

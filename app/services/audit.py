@@ -42,6 +42,7 @@ class Transaction(Enum):
     SHARE = "SHARE"  # staff creating, listing, revoking shares
     SHARE_ACCESS = "SHARE-ACCESS"  # a recipient opening a share: page, challenge, code
     SHARE_DOWNLOAD = "SHARE-DOWNLOAD"
+    DOWNLOAD = "DOWNLOAD"  # a signed-in patient's ZIP of one of their own studies
     IMPORT = "IMPORT"  # media (CD, ZIP, folder) imported: one event per import
     COERCE = "COERCE"  # an imported instance's patient attributes reconciled (IHE IRWF.b)
     JOB = "JOB"  # reading a background job's progress

@@ -21,7 +21,11 @@ from pydicom.fileset import FileSet
 
 from app.dicom.deidentification import deidentify, fill_for_directory, remap_uid
 from app.errors import ObjectNotFound
+from app.repository import retrieve
 from app.repository.retrieve import Exported
+from app.services import audit
+from app.services.archive import Archive
+from app.services.audit import Trail
 from app.services.bodies import drain
 from app.services.deidentified import deidentified
 from app.storage.base import BlobStore
@@ -80,6 +84,21 @@ async def zip_stream(
                     yield sink.take()
             yield sink.take()
     yield sink.take()
+
+
+async def study_zip(
+    archive: Archive, trail: Trail, studies: list[str], deidentify_key: bytes | None = None
+) -> AsyncIterator[bytes]:
+    """The ZIP of ``studies`` (checked against the caller's scope before), recorded as the
+    download before the first byte, which the stream yields only when read: a share's
+    recipient's download and a signed-in patient's are this one path."""
+    instances = await retrieve.export(archive.pool, studies)
+    trail.note(
+        studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
+        owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
+    )  # fmt: skip
+    await audit.commit(archive, trail, 200, "ZIP download")
+    return zip_stream(archive.store, instances, deidentify_key)
 
 
 def _dicomdir(instances: list[Exported], deidentify_key: bytes | None) -> tuple[bytes, list[str]]:

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from app.errors import BadRequest, NotFound, Unauthorized
+from app.repository import audit as audit_rows
 from app.repository import portal as repository
+from app.repository import shares as share_rows
+from app.repository.audit import AuditEvent, AuditFilter
+from app.repository.shares import ShareRow
 from app.security.principal import Principal, Right
 from app.security.share_secrets import Hasher, new_access_code, new_token, normalize_code
-from app.services import audit, mail
+from app.services import audit, download, mail
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.mail import Letter, valid_address
@@ -34,6 +39,8 @@ LINK_MINUTES = 15
 SESSION_HOURS = 2
 #: The longest a share a patient makes may last.
 PATIENT_SHARE_DAYS = 30
+#: The most of their own shares a patient's list shows.
+SHARES_LISTED = 200
 
 
 @dataclass(frozen=True)
@@ -167,3 +174,47 @@ class Portal:
         trail.note(studies=share.studies, owners=[share.hospital], count=1)
         await audit.commit(self.archive, trail, 201, f"patient created share {share.id}")
         return created
+
+    # --- The patient's own shares and downloads (each recorded as the patient) ----------
+
+    async def own_shares(self, patient: Principal, trail: Trail) -> list[ShareRow]:
+        """The shares the patient made, newest first."""
+        found = await share_rows.by_creator(self.archive.pool, patient.subject, SHARES_LISTED)
+        await audit.commit(self.archive, trail, 200, f"{len(found)} own shares")
+        return found
+
+    async def _own(self, patient: Principal, trail: Trail, share_id: str) -> ShareRow:
+        # Another's share (a patient's or staff's) is as absent as one that never was.
+        trail.event.share_id = share_id  # the id asked for, found or not
+        share = await share_rows.by_id(self.archive.pool, share_id)
+        if share is None or share.created_by != patient.subject:
+            await audit.commit(self.archive, trail, 404, "no such share")
+            raise NotFound(f"no share {share_id}")
+        return share
+
+    async def own_share(
+        self, patient: Principal, trail: Trail, share_id: str
+    ) -> tuple[ShareRow, list[AuditEvent]]:
+        """One of the patient's shares and who opened what of it."""
+        share = await self._own(patient, trail, share_id)
+        history = await audit_rows.search(self.archive.pool, AuditFilter(share_id=share.id), 500, 0)
+        trail.note(studies=share.studies, owners=[share.hospital])
+        await audit.commit(self.archive, trail, 200)
+        return share, history
+
+    async def revoke(self, patient: Principal, trail: Trail, share_id: str) -> list[str]:
+        """Revoke one of the patient's shares (and any shared on from it)."""
+        share = await self._own(patient, trail, share_id)
+        revoked = await share_rows.revoke(self.archive.pool, share.id, patient.subject)
+        await audit.commit(
+            self.archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
+        )
+        return revoked
+
+    async def download(self, patient: Principal, trail: Trail, study: str) -> AsyncIterator[bytes]:
+        """One of the patient's studies as the same ZIP with DICOMDIR a share's recipient
+        downloads (:mod:`app.services.download`), recorded before its first byte."""
+        if patient.shared_studies is None or study not in patient.shared_studies:
+            await audit.commit(self.archive, trail, 404, "no such study")
+            raise NotFound(f"no study {study}")
+        return await download.study_zip(self.archive, trail, [study])

@@ -12,7 +12,7 @@ from app.errors import FilmlessError, Forbidden, TooManyRequests
 from app.security.principal import Right
 from app.services import audit
 from app.services.audit import Trail
-from app.services.download import zip_stream
+from app.services.download import study_zip
 from app.services.shares import Access, CreatedShare, ShareRequest, Shares, narrower, principal_for
 
 UNAVAILABLE = "unknown, expired, revoked or used-up share"
@@ -98,13 +98,7 @@ async def download(shares: Shares, trail: Trail, access: Access) -> AsyncIterato
         await refused(shares, trail, refusal)
         raise refusal
     await shares.take_use(access.share.id)
-    instances = await shares.exported(access.share)
-    trail.note(
-        studies={i.study_instance_uid for i in instances}, patients={i.patient_id for i in instances},
-        owners={i.hospital for i in instances}, count=len(instances), size=sum(i.size for i in instances),
-    )  # fmt: skip
-    await audit.commit(shares.archive, trail, 200, "ZIP download")
-    return zip_stream(shares.archive.store, instances, shares.deidentify_key(access.share))
+    return await study_zip(shares.archive, trail, access.share.studies, shares.deidentify_key(access.share))
 
 
 async def reshare(shares: Shares, trail: Trail, access: Access, asked: ShareRequest) -> CreatedShare:

@@ -21,7 +21,6 @@ from app.repository import audit as audit_repository
 from app.repository import retrieve
 from app.repository import shares as repository
 from app.repository.audit import AuditEvent, AuditFilter
-from app.repository.retrieve import Exported
 from app.repository.shares import NewShare
 from app.repository.shares import ShareFilter as ShareFilter
 from app.repository.shares import ShareRow as ShareRow
@@ -228,10 +227,6 @@ class Shares:
     async def instance_uids(self, share: ShareRow, study: str) -> list[tuple[str, str]]:
         """(Series, SOP Instance UID) of each instance of a shared study, as the share sees it."""
         return await retrieve.instance_uids(self.archive.pool, principal_for(share).scope, study, None)
-
-    async def exported(self, share: ShareRow) -> list[Exported]:
-        """The stored instances of a share's studies, for its download."""
-        return await retrieve.export(self.archive.pool, share.studies)
 
     async def visible(self, by: Principal, share_id: str) -> ShareRow:
         """A share of the caller's hospital (another hospital's is 404)."""

@@ -12,9 +12,9 @@ import pytest
 
 from tests.console.conftest import browser_at
 from tests.console.oidc import PROVIDER_WARNINGS, csrf_of, sign_in
+from tests.console.patients import sign_in_link, store
 from tests.fixtures import ArchiveUnderTest
 from tests.mail.smtp import Mailbox
-from tests.samples import make_sample, multipart_body
 
 pytestmark = pytest.mark.filterwarnings(PROVIDER_WARNINGS)
 
@@ -26,27 +26,9 @@ def portal(mailing_console: ArchiveUnderTest) -> ArchiveUnderTest:
     return mailing_console
 
 
-async def _store(archive: ArchiveUnderTest, patient_id: str, description: str) -> str:
-    sample = make_sample(
-        "ct", PatientID=patient_id, PatientName=f"{patient_id}^Pat", StudyDescription=description
-    )
-    body, ctype = multipart_body([sample.data])
-    stored = await archive.client.post("/dicom-web/studies", content=body, headers={"Content-Type": ctype})
-    assert stored.status_code == 200, stored.text
-    return sample.study
-
-
-def _link(box: Mailbox, address: str, n: int) -> str:
-    messages = box.messages_to(address)
-    assert len(messages) == n, f"{len(messages)} messages to {address}, expected {n}"
-    found = re.search(r"https?://testserver(/portal/signin/[A-Za-z0-9_-]+)", messages[-1].get_content())
-    assert found
-    return found.group(1)
-
-
 async def test_enrol_sign_in_and_see_only_ones_own_studies(portal: ArchiveUnderTest, mailbox: Mailbox):
-    mine = await _store(portal, "PORTAL-1", "CT mine")
-    theirs = await _store(portal, "PORTAL-2", "CT theirs")
+    mine = await store(portal, "PORTAL-1", "CT mine")
+    theirs = await store(portal, "PORTAL-2", "CT theirs")
     async with browser_at(portal) as staff:
         await sign_in(staff, "alice")
         page = await staff.get(f"/console/studies/{mine}")
@@ -66,7 +48,7 @@ async def test_enrol_sign_in_and_see_only_ones_own_studies(portal: ArchiveUnderT
         assert mailbox.messages_to(PATIENT) == []
         enrolled = await browser.post("/portal/enrol", data={"code": code.group(1).lower(), "email": PATIENT})
         assert enrolled.status_code == unknown.status_code == 200
-        link = _link(mailbox, PATIENT, 1)
+        link = sign_in_link(mailbox, PATIENT, 1)
         used = await browser.post(
             "/portal/enrol", data={"code": code.group(1), "email": "other@home.example"}
         )
@@ -125,7 +107,7 @@ async def test_enrol_sign_in_and_see_only_ones_own_studies(portal: ArchiveUnderT
 async def test_sign_in_links_expire_and_unknown_addresses_get_the_same_answer(
     portal: ArchiveUnderTest, mailbox: Mailbox
 ):
-    await _store(portal, "PORTAL-3", "MR knee")
+    await store(portal, "PORTAL-3", "MR knee")
     async with browser_at(portal) as staff:
         await sign_in(staff, "alice")
         page = await staff.get("/console/studies", params={"PatientID": "PORTAL-3"})
@@ -141,12 +123,12 @@ async def test_sign_in_links_expire_and_unknown_addresses_get_the_same_answer(
     address = "knee@home.example"
     async with browser_at(portal) as browser:
         await browser.post("/portal/enrol", data={"code": code.group(1), "email": address})
-        first = _link(mailbox, address, 1)
+        first = sign_in_link(mailbox, address, 1)
         nobody = await browser.post("/portal/signin", data={"email": "nobody@home.example"})
         known = await browser.post("/portal/signin", data={"email": address})
         assert nobody.status_code == known.status_code == 200 and nobody.text == known.text
         assert mailbox.messages_to("nobody@home.example") == []
-        second = _link(mailbox, address, 2)
+        second = sign_in_link(mailbox, address, 2)
         assert second != first
         pool = portal.app.state.running.archive.pool
         await pool.execute("UPDATE portal_signin_links SET expires_at = now() - interval '1 second'")
