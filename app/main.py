@@ -33,6 +33,7 @@ from app.routers import (
     console_admin,
     console_mail,
     console_portal,
+    console_requests,
     console_studies,
     delete,
     health,
@@ -42,6 +43,7 @@ from app.routers import (
     openapi,
     pages,
     portal,
+    portal_requests,
     portal_shares,
     qido,
     rendered,
@@ -165,8 +167,10 @@ def create_app(settings: Settings) -> FastAPI:
         console_studies,
         console_mail,
         console_portal,
+        console_requests,
         console_admin,
         portal,
+        portal_requests,
         portal_shares,
     ):
         app.include_router(module.router)

@@ -53,6 +53,8 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "SHARE-ACCESS": ("110103", "DICOM Instances Accessed", "R"),
     "SHARE-DOWNLOAD": ("110106", "Export", "R"),
     "DOWNLOAD": ("110106", "Export", "R"),
+    # PS3.15 A.5.3.9: a patient record linked to (or reviewed for) a portal account.
+    "ENROLMENT": ("110110", "Patient Record", "U"),
     "DIMSE-ASSOCIATION": ("110114", "User Authentication", "E"),
     "C-ECHO": ("110100", "Application Activity", "E"),
     "C-STORE": ("110104", "DICOM Instances Transferred", "C"),

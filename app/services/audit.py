@@ -43,6 +43,7 @@ class Transaction(Enum):
     SHARE_ACCESS = "SHARE-ACCESS"  # a recipient opening a share: page, challenge, code
     SHARE_DOWNLOAD = "SHARE-DOWNLOAD"
     DOWNLOAD = "DOWNLOAD"  # a signed-in patient's ZIP of one of their own studies
+    ENROLMENT = "ENROLMENT"  # a portal enrolment request: received, reviewed, approved, declined
     IMPORT = "IMPORT"  # media (CD, ZIP, folder) imported: one event per import
     COERCE = "COERCE"  # an imported instance's patient attributes reconciled (IHE IRWF.b)
     JOB = "JOB"  # reading a background job's progress

@@ -87,28 +87,31 @@ class Portal:
             else None
         )
         if account is not None:
-            await self._send_link(account, address, base)
+            await self.send_link(account, address, base)
 
     async def request_link(self, email: str, base: str) -> None:
         """Email a sign-in link to an enrolled address; nothing for any other."""
         address = valid_address(email).lower()
         account = await repository.account_of(self.archive.pool, address)
         if account is not None:
-            await self._send_link(account, address, base)
+            await self.send_link(account, address, base)
 
-    async def _send_link(self, account: int, address: str, base: str) -> None:
+    async def send_link(
+        self, account: int, address: str, base: str, subject: str = "Your sign-in link", intro: str = ""
+    ) -> None:
+        """Email ``address`` a new one-time sign-in link to ``account``, after ``intro``."""
         token = new_token()
         expires = _now() + dt.timedelta(minutes=LINK_MINUTES)
         await repository.add_link(
             self.archive.pool, self.hasher.digest("portal-link", token), account, expires
         )
         text = (
-            "Sign in to see your medical images:\n\n"
+            f"{intro}Sign in to see your medical images:\n\n"
             f"  {base}/portal/signin/{token}\n\n"
-            f"The link works once, for {LINK_MINUTES} minutes. "
-            "If you did not ask for it, ignore this message.\n"
+            f"The link works once, for {LINK_MINUTES} minutes; after that, ask for a new one at "
+            f"{base}/portal. If you did not ask for it, ignore this message.\n"
         )
-        await mail.send(self.archive.settings, Letter(address, "Your sign-in link", text))
+        await mail.send(self.archive.settings, Letter(address, subject, text))
 
     async def sign_in(self, token: str) -> str:
         """Spend a sign-in link; a new session's secret. A used, expired or unknown link
