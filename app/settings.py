@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     share_failures_per_share: int = 5
     share_failures_per_client: int = 20
     share_failure_window: int = 900
+    #: The patient portal's unauthenticated forms (enrolment codes, sign-in link
+    #: requests, enrolment requests): attempts per email address and per client address
+    #: within each ``portal_attempt_window`` seconds. Beyond them an attempt is answered
+    #: as any other, and nothing is checked or sent.
+    portal_attempts_per_address: int = Field(default=5, ge=1)
+    portal_attempts_per_client: int = Field(default=30, ge=1)
+    portal_attempt_window: int = Field(default=900, ge=1)
     #: The key share secrets are hashed with (created when missing); default under data_dir.
     share_key_file: Path | None = None
 

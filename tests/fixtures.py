@@ -32,7 +32,8 @@ from harness.servers import S3Server, settings_for
 TABLES = (
     "job_outcomes, jobs, share_failures, share_sessions, share_studies, shares, derived_objects, instances, "
     "series, studies, patients, application_entities, hospitals, object_garbage, enrolment_codes, "
-    "portal_sessions, portal_signin_links, portal_patients, portal_accounts, enrolment_requests"
+    "portal_sessions, portal_signin_links, portal_patients, portal_accounts, enrolment_requests, "
+    "portal_attempts"
 )
 #: The hospital the default test client belongs to, and another member.
 HOSPITAL, OTHER_HOSPITAL = "TEST", "OTHER"

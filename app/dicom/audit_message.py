@@ -55,6 +55,9 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "DOWNLOAD": ("110106", "Export", "R"),
     # PS3.15 A.5.3.9: a patient record linked to (or reviewed for) a portal account.
     "ENROLMENT": ("110110", "Patient Record", "U"),
+    # PS3.15 A.5.3.13 User Authentication, with its EventTypeCode (Login, Logout) below.
+    "SIGN-IN": ("110114", "User Authentication", "E"),
+    "SIGN-OUT": ("110114", "User Authentication", "E"),
     "DIMSE-ASSOCIATION": ("110114", "User Authentication", "E"),
     "C-ECHO": ("110100", "Application Activity", "E"),
     "C-STORE": ("110104", "DICOM Instances Transferred", "C"),
@@ -63,6 +66,9 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "C-GET": ("110104", "DICOM Instances Transferred", "R"),
     "STORAGE-COMMITMENT": ("110103", "DICOM Instances Accessed", "R"),
 }
+
+
+_EVENT_TYPES = {"SIGN-IN": ("110122", "Login"), "SIGN-OUT": ("110123", "Logout")}
 
 
 def _code(code: str, meaning: str, scheme: str = "DCM") -> dict[str, str]:
@@ -115,8 +121,12 @@ def audit_message(event: AuditedAccess, source_id: str) -> dict[str, Any]:
                 "ParticipantObjectQuery": base64.b64encode(event.query.encode()).decode(),
             }
         )
+    identification: dict[str, Any] = {}
+    if event.transaction in _EVENT_TYPES:
+        identification["EventTypeCode"] = [_code(*_EVENT_TYPES[event.transaction])]
     return {
         "EventIdentification": {
+            **identification,
             "EventID": _code(code, meaning),
             "EventActionCode": action,
             "EventDateTime": event.at.isoformat() if event.at else None,

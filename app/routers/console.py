@@ -10,10 +10,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.errors import FilmlessError
+from app.http import trails
 from app.http.console import COOKIE, check_csrf, signed_in
 from app.http.state import running
 from app.routers.pages import page
 from app.security.principal import Role
+from app.services.audit import Transaction
 from app.services.signin import SignIn
 
 router = APIRouter(include_in_schema=False)
@@ -82,10 +84,12 @@ async def login(request: Request) -> Response:
 async def callback(
     request: Request, code: str | None = None, state: str | None = None, error: str | None = None
 ) -> Response:
+    trail = trails.start(request, Transaction.SIGN_IN)
     if error is not None or code is None or state is None:
+        await _signin(request).cancelled(trail)
         return await _signin_page(request, 400, "The sign-in was cancelled or refused.")
     try:
-        session_id = await _signin(request).complete(request.cookies.get(COOKIE), code, state)
+        session_id = await _signin(request).complete(request.cookies.get(COOKIE), code, state, trail)
     except FilmlessError as exc:
         return await _signin_page(request, exc.status, str(exc))
     response = RedirectResponse("/console", status_code=303)
@@ -104,8 +108,9 @@ async def dev_signin(
     service = _signin(request)
     try:
         session_id = await service.development(
-            request.cookies.get(COOKIE), csrf, subject, hospital, roles or []
-        )
+            request.cookies.get(COOKIE), csrf, subject, hospital, roles or [],
+            trails.start(request, Transaction.SIGN_IN),
+        )  # fmt: skip
     except FilmlessError as exc:
         return await _signin_page(request, exc.status, str(exc))
     response = RedirectResponse("/console", status_code=303)
@@ -117,7 +122,10 @@ async def dev_signin(
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     signed = await signed_in(request)
     check_csrf(signed.csrf if signed else None, csrf)
-    await _signin(request).sign_out(request.cookies[COOKIE])
+    assert signed is not None
+    await _signin(request).sign_out(
+        request.cookies[COOKIE], signed, trails.start(request, Transaction.SIGN_OUT)
+    )
     response = RedirectResponse("/console/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response

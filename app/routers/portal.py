@@ -96,23 +96,34 @@ async def enrol_form() -> Response:
     return _page("portal_enrol.html")
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 @router.post("/enrol")
 async def enrol(
+    request: Request,
     archive: ArchiveDep,
     base: BaseDep,
     shares: SharesDep,
     code: Annotated[str, Form(max_length=40)],
     email: Annotated[str, Form(max_length=254)],
 ) -> Response:
-    await Portal(archive, shares.hasher).enrol(code, email, base)
+    trail = trails.start(request, Transaction.ENROLMENT)
+    await Portal(archive, shares.hasher).enrol(code, email, base, trail, _client(request))
     return _page("portal_message.html", message=SENT)
 
 
 @router.post("/signin")
 async def ask_for_link(
-    archive: ArchiveDep, base: BaseDep, shares: SharesDep, email: Annotated[str, Form(max_length=254)]
+    request: Request,
+    archive: ArchiveDep,
+    base: BaseDep,
+    shares: SharesDep,
+    email: Annotated[str, Form(max_length=254)],
 ) -> Response:
-    await Portal(archive, shares.hasher).request_link(email, base)
+    trail = trails.start(request, Transaction.SIGN_IN)
+    await Portal(archive, shares.hasher).request_link(email, base, trail, _client(request))
     return _page("portal_message.html", message=SENT)
 
 
@@ -125,7 +136,9 @@ async def confirm(token: str) -> Response:
 @router.post("/signin/{token}")
 async def sign_in(request: Request, archive: ArchiveDep, shares: SharesDep, token: str) -> Response:
     try:
-        session = await Portal(archive, shares.hasher).sign_in(token)
+        session = await Portal(archive, shares.hasher).sign_in(
+            token, trails.start(request, Transaction.SIGN_IN)
+        )
     except Unauthorized as exc:
         return _page("portal_message.html", 401, message=str(exc))
     response = RedirectResponse("/portal", status_code=303)
@@ -144,7 +157,7 @@ async def sign_out(
     if session:
         service = Portal(archive, shares.hasher)
         check_csrf(service.csrf(session), csrf)
-        await service.sign_out(session)
+        await service.sign_out(session, trails.start(request, Transaction.SIGN_OUT))
     response = RedirectResponse("/portal", status_code=303)
     response.delete_cookie(COOKIE, path="/portal")
     return response

@@ -42,7 +42,8 @@ async def send_request(
     email: Annotated[str, Form(max_length=254)],
 ) -> Response:
     trail = trails.start(request, Transaction.ENROLMENT)
+    client = request.client.host if request.client else None
     await EnrolmentRequests(archive, shares.hasher).submit(
-        trail, hospital, name, birth_date, reference, email
+        trail, client, hospital, name, birth_date, reference, email
     )
     return _page("portal_message.html", message=RECEIVED)

@@ -43,6 +43,8 @@ class Transaction(Enum):
     SHARE_ACCESS = "SHARE-ACCESS"  # a recipient opening a share: page, challenge, code
     SHARE_DOWNLOAD = "SHARE-DOWNLOAD"
     DOWNLOAD = "DOWNLOAD"  # a signed-in patient's ZIP of one of their own studies
+    SIGN_IN = "SIGN-IN"  # a person signing in to the console or the portal (or refused)
+    SIGN_OUT = "SIGN-OUT"
     ENROLMENT = "ENROLMENT"  # a portal enrolment request: received, reviewed, approved, declined
     IMPORT = "IMPORT"  # media (CD, ZIP, folder) imported: one event per import
     COERCE = "COERCE"  # an imported instance's patient attributes reconciled (IHE IRWF.b)
@@ -138,12 +140,16 @@ class Trail:
 
 
 def redact(path: str) -> str:
-    """A path without the share secret it may carry (``/s/{secret}/…``): secrets are never
-    recorded.
+    """A path without the share secret it may carry (``/s/{secret}/…``), or a portal
+    sign-in link's (``/portal/signin/{secret}``): secrets are never recorded.
 
     >>> redact("/s/abc123/download"), redact("/dicom-web/studies")
     ('/s/(secret)/download', '/dicom-web/studies')
+    >>> redact("/portal/signin/abc123"), redact("/portal/signin")
+    ('/portal/signin/(secret)', '/portal/signin')
     """
+    if path.startswith("/portal/signin/"):
+        return "/portal/signin/(secret)"
     if path.startswith(("/s/", "/share/")):
         head, _, rest = path[1:].partition("/")
         _, _, tail = rest.partition("/")

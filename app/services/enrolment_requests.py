@@ -63,11 +63,20 @@ class EnrolmentRequests:
         return await hospitals.every(self.archive.pool)
 
     async def submit(
-        self, trail: Trail, hospital: str, name: str, birth_date: dt.date, reference: str, email: str
+        self,
+        trail: Trail,
+        client: str | None,
+        hospital: str,
+        name: str,
+        birth_date: dt.date,
+        reference: str,
+        email: str,
     ) -> None:
         """Store a request for the film library (for a member hospital; for any other code,
         nothing). Only the shape of what is typed is checked, never who it names."""
         address = valid_address(email).lower()
+        if not await Portal(self.archive, self.hasher).allowed("enrolment request", address, client, trail):
+            return
         if not dt.date(1880, 1, 1) <= birth_date <= dt.date.today():
             raise BadRequest("birth date: a date in the past")
         await repository.add(

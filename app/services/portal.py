@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from app.errors import BadRequest, NotFound, Unauthorized
 from app.repository import audit as audit_rows
 from app.repository import portal as repository
+from app.repository import portal_attempts
 from app.repository import shares as share_rows
 from app.repository.audit import AuditEvent, AuditFilter
 from app.repository.shares import ShareRow
@@ -55,6 +57,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _subject(account: int) -> str:
+    """A portal account as an audited caller."""
+    return f"patient:{account}"
+
+
 class Portal:
     def __init__(self, archive: Archive, hasher: Hasher) -> None:
         self.archive, self.hasher = archive, hasher
@@ -76,25 +83,55 @@ class Portal:
         await audit.commit(self.archive, trail, 201, "created a patient portal enrolment code")
         return EnrolmentCode(code, patient_id, by.hospital, expires)
 
-    async def enrol(self, typed_code: str, email: str, base: str) -> None:
+    async def allowed(self, kind: str, address: str, client: str | None, trail: Trail) -> bool:
+        """Count an attempt at an unauthenticated form against its address and client
+        address; False (recorded) when either is over its limit in this window. The
+        caller then checks and sends nothing, and answers as to any other attempt."""
+        s = self.archive.settings
+        keys = [self.hasher.digest("portal-attempt", f"address:{address}")]
+        if client:
+            keys.append(self.hasher.digest("portal-attempt", f"client:{client}"))
+        bucket = int(time.time()) // s.portal_attempt_window
+        counts = await portal_attempts.count(self.archive.pool, kind, keys, bucket)
+        limits = [s.portal_attempts_per_address, s.portal_attempts_per_client]
+        if all(n <= limit for n, limit in zip(counts, limits, strict=False)):
+            return True
+        # Neither the address nor the client address reaches the log.
+        log.warning("too many %s attempts in this window: answered, not checked", kind)
+        await audit.commit(self.archive, trail, 200, f"{kind}: too many attempts, not checked")
+        return False
+
+    async def enrol(self, typed_code: str, email: str, base: str, trail: Trail, client: str | None) -> None:
         """Spend the code, link its patient to the account of ``email`` and email a
         sign-in link. Nothing is said of a code that opens nothing."""
         address = valid_address(email).lower()
+        if not await self.allowed("enrolment code", address, client, trail):
+            return
         code = normalize_code(typed_code)
         account = (
             await repository.enrol(self.archive.pool, self.hasher.digest("enrol", code), address)
             if code
             else None
         )
-        if account is not None:
-            await self.send_link(account, address, base)
+        if account is None:
+            await audit.commit(self.archive, trail, 200, "enrolment code opened nothing")
+            return
+        trail.event.subject = _subject(account)
+        await audit.commit(self.archive, trail, 200, "enrolled with a code")
+        await self.send_link(account, address, base)
 
-    async def request_link(self, email: str, base: str) -> None:
+    async def request_link(self, email: str, base: str, trail: Trail, client: str | None) -> None:
         """Email a sign-in link to an enrolled address; nothing for any other."""
         address = valid_address(email).lower()
+        if not await self.allowed("sign-in link", address, client, trail):
+            return
         account = await repository.account_of(self.archive.pool, address)
-        if account is not None:
-            await self.send_link(account, address, base)
+        if account is None:
+            await audit.commit(self.archive, trail, 200, "sign-in link asked for an unknown address")
+            return
+        trail.event.subject = _subject(account)
+        await audit.commit(self.archive, trail, 200, "sign-in link sent")
+        await self.send_link(account, address, base)
 
     async def send_link(
         self, account: int, address: str, base: str, subject: str = "Your sign-in link", intro: str = ""
@@ -113,17 +150,20 @@ class Portal:
         )
         await mail.send(self.archive.settings, Letter(address, subject, text))
 
-    async def sign_in(self, token: str) -> str:
+    async def sign_in(self, token: str, trail: Trail) -> str:
         """Spend a sign-in link; a new session's secret. A used, expired or unknown link
-        is refused alike."""
+        is refused alike. Either is recorded."""
         account = await repository.spend_link(self.archive.pool, self.hasher.digest("portal-link", token))
         if account is None:
+            await audit.commit(self.archive, trail, 401, "sign-in link not valid")
             raise Unauthorized("this sign-in link is not valid (used, expired or unknown): ask for a new one")
         secret = new_token()
         expires = _now() + dt.timedelta(hours=SESSION_HOURS)
         await repository.add_session(
             self.archive.pool, self.hasher.digest("portal-session", secret), account, expires
         )
+        trail.identify(await self._caller(account))
+        await audit.commit(self.archive, trail, 303, "signed in (emailed link)")
         return secret
 
     async def principal(self, session: str | None) -> Principal | None:
@@ -134,14 +174,21 @@ class Portal:
         account = await repository.session_account(pool, self.hasher.digest("portal-session", session))
         if account is None:
             return None
-        studies = await repository.studies_of(pool, account)
+        return await self._caller(account)
+
+    async def _caller(self, account: int) -> Principal:
+        studies = await repository.studies_of(self.archive.pool, account)
         return Principal(
-            subject=f"patient:{account}", hospital=None, hospital_pk=None, roles=frozenset(),
+            subject=_subject(account), hospital=None, hospital_pk=None, roles=frozenset(),
             shared_studies=frozenset(studies), share_rights=frozenset({Right.READ}),
         )  # fmt: skip
 
-    async def sign_out(self, session: str) -> None:
+    async def sign_out(self, session: str, trail: Trail) -> None:
+        patient = await self.principal(session)
+        if patient is not None:
+            trail.identify(patient)
         await repository.end_session(self.archive.pool, self.hasher.digest("portal-session", session))
+        await audit.commit(self.archive, trail, 303, "signed out")
 
     def csrf(self, session: str) -> str:
         """The session's form token: derived from its secret, so stored nowhere."""

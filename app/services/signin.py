@@ -22,12 +22,14 @@ from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from app.errors import BadRequest, Forbidden, StorageUnavailable, Unauthorized
+from app.errors import BadRequest, FilmlessError, Forbidden, StorageUnavailable, Unauthorized
 from app.repository import web_sessions
 from app.security import jwt
 from app.security.keys import JwksKeys
 from app.security.principal import Principal, Role
+from app.services import audit
 from app.services.archive import Archive
+from app.services.audit import Trail
 from app.settings import Settings
 
 #: A sign-in in progress (at the identity provider) is abandoned after this long.
@@ -113,9 +115,22 @@ class SignIn:
         await web_sessions.add(self.archive.pool, _hash(session_id), "pending", {}, csrf, expires)
         return session_id, csrf
 
-    async def complete(self, pending_id: str | None, code: str, state: str) -> str:
+    async def complete(self, pending_id: str | None, code: str, state: str, trail: Trail) -> str:
         """The provider sent the browser back: exchange the code, verify the ID token, and
-        open a staff session under a new identifier (the pending one is spent)."""
+        open a staff session under a new identifier (the pending one is spent). The
+        sign-in, or its refusal, is recorded in the audit trail."""
+        try:
+            principal, name = await self._completed(pending_id, code, state)
+        except FilmlessError as exc:
+            await audit.commit(self.archive, trail, exc.status, f"sign-in refused: {exc.message}")
+            raise
+        return await self._open(principal, "oidc", name, trail)
+
+    async def cancelled(self, trail: Trail) -> None:
+        """The provider sent the browser back without a code: recorded as refused."""
+        await audit.commit(self.archive, trail, 400, "sign-in cancelled or refused at the identity provider")
+
+    async def _completed(self, pending_id: str | None, code: str, state: str) -> tuple[Principal, str]:
         pending = await web_sessions.take(self.archive.pool, _hash(pending_id)) if pending_id else None
         if pending is None or pending.kind != "pending":
             raise BadRequest("no sign-in is in progress in this browser (or it took too long)")
@@ -150,22 +165,32 @@ class SignIn:
             raise Unauthorized("the ID token's nonce does not match", error=None)
         principal = await self.authenticator.principal_from_claims(claims)
         name = str(claims.get("name") or claims.get("email") or principal.subject)
-        return await self._open(principal, "oidc", name)
+        return principal, name
 
     async def development(
-        self, pending_id: str | None, csrf: str | None, subject: str, hospital: str, roles: list[str]
+        self,
+        pending_id: str | None,
+        csrf: str | None,
+        subject: str,
+        hospital: str,
+        roles: list[str],
+        trail: Trail,
     ) -> str:
         """Development sign-in: whoever the form says. Refused unless enabled."""
-        if not self.settings.console_dev_signin:
-            raise Forbidden("development sign-in is not enabled")
-        pending = await web_sessions.take(self.archive.pool, _hash(pending_id)) if pending_id else None
-        if pending is None or pending.kind != "pending" or not csrf_ok(pending.csrf, csrf):
-            raise Forbidden("the form is stale or was not sent from this archive's page")
-        s = self.settings
-        principal = await self.authenticator.principal_from_claims(
-            {"sub": subject, s.auth_hospital_claim: hospital, s.auth_roles_claim: roles}
-        )
-        return await self._open(principal, "development", subject)
+        try:
+            if not self.settings.console_dev_signin:
+                raise Forbidden("development sign-in is not enabled")
+            pending = await web_sessions.take(self.archive.pool, _hash(pending_id)) if pending_id else None
+            if pending is None or pending.kind != "pending" or not csrf_ok(pending.csrf, csrf):
+                raise Forbidden("the form is stale or was not sent from this archive's page")
+            s = self.settings
+            principal = await self.authenticator.principal_from_claims(
+                {"sub": subject, s.auth_hospital_claim: hospital, s.auth_roles_claim: roles}
+            )
+        except FilmlessError as exc:
+            await audit.commit(self.archive, trail, exc.status, f"development sign-in refused: {exc.message}")
+            raise
+        return await self._open(principal, "development", subject, trail)
 
     # --- Sessions ----------------------------------------------------------------------
 
@@ -181,10 +206,12 @@ class SignIn:
         )
         return Signed(principal, found.csrf, d["how"], d["name"])
 
-    async def sign_out(self, session_id: str) -> None:
+    async def sign_out(self, session_id: str, signed: Signed, trail: Trail) -> None:
+        trail.identify(signed.principal)
         await web_sessions.take(self.archive.pool, _hash(session_id))
+        await audit.commit(self.archive, trail, 303, "signed out")
 
-    async def _open(self, principal: Principal, how: str, name: str) -> str:
+    async def _open(self, principal: Principal, how: str, name: str, trail: Trail) -> str:
         session_id: str = generate_token(43)
         data = {
             "subject": principal.subject,
@@ -198,6 +225,8 @@ class SignIn:
         await web_sessions.add(
             self.archive.pool, _hash(session_id), "staff", data, generate_token(32), expires
         )
+        trail.identify(principal)
+        await audit.commit(self.archive, trail, 303, f"signed in ({how})")
         return session_id
 
     # --- The provider's metadata and keys ----------------------------------------------

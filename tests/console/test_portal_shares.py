@@ -23,12 +23,19 @@ pytestmark = pytest.mark.filterwarnings(PROVIDER_WARNINGS)
 ANNA, BERT = "anna@home.example", "bert@home.example"
 
 
-async def _events(archive: ArchiveUnderTest, transaction: str) -> list[dict[str, object]]:
+async def _last(archive: ArchiveUnderTest) -> int:
+    """The audit trail's last event so far (the trail is append-only: kept across tests)."""
+    pool = archive.app.state.running.archive.pool
+    return int(await pool.fetchval("SELECT coalesce(max(pk), 0) FROM audit_events"))
+
+
+async def _events(archive: ArchiveUnderTest, transaction: str, after: int) -> list[dict[str, object]]:
     pool = archive.app.state.running.archive.pool
     rows = await pool.fetch(
         "SELECT subject, outcome, detail, share_id, study_uids, patient_ids, instances FROM audit_events "
-        "WHERE transaction = $1 ORDER BY pk",
+        "WHERE transaction = $1 AND pk > $2 ORDER BY pk",
         transaction,
+        after,
     )
     return [dict(r) for r in rows]
 
@@ -37,6 +44,7 @@ async def test_a_patient_sees_who_opened_her_shares_and_revokes_them(
     mailing_console: ArchiveUnderTest, mailbox: Mailbox
 ):
     portal = mailing_console
+    since = await _last(portal)
     hers = await store(portal, "SHARES-A", "CT hers")
     his = await store(portal, "SHARES-B", "CT his")
     async with browser_at(portal) as anna, browser_at(portal) as bert:
@@ -96,7 +104,7 @@ async def test_a_patient_sees_who_opened_her_shares_and_revokes_them(
         assert (
             await stranger.post(f"/portal/shares/{share_id}/revoke", data={"csrf": anna_csrf})
         ).status_code == 303
-    events = await _events(portal, "SHARE")
+    events = await _events(portal, "SHARE", since)
     mine = [e for e in events if e["share_id"] == share_id and str(e["subject"]).startswith("patient:")]
     anna_subject = mine[0]["subject"]
     assert [e["outcome"] for e in mine if e["subject"] == anna_subject][-1] == 200
@@ -109,6 +117,7 @@ async def test_a_patient_downloads_her_study_as_a_zip_with_a_dicomdir(
     mailing_console: ArchiveUnderTest, mailbox: Mailbox, tmp_path
 ):
     portal = mailing_console
+    since = await _last(portal)
     hers = await store(portal, "ZIP-A", "CT zip")
     his = await store(portal, "ZIP-B", "CT not hers")
     async with browser_at(portal) as anna:
@@ -130,7 +139,7 @@ async def test_a_patient_downloads_her_study_as_a_zip_with_a_dicomdir(
         assert guessed.status_code == 404 and "application/zip" not in guessed.headers["content-type"]
     async with browser_at(portal) as stranger:
         assert (await stranger.get(f"/portal/studies/{hers}/download")).status_code == 303
-    events = await _events(portal, "DOWNLOAD")
+    events = await _events(portal, "DOWNLOAD", since)
     assert [(e["outcome"], e["study_uids"]) for e in events] == [(200, [hers]), (404, [])]
     assert events[0]["subject"] == events[1]["subject"] and str(events[0]["subject"]).startswith("patient:")
     assert events[0]["patient_ids"] == ["ZIP-A"] and events[0]["instances"] == 1
