@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=587, ge=1, le=65535)
     #: "starttls" (RFC 3207, port 587), "ssl" (implicit TLS, RFC 8314, port 465) or "none".
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    #: The certificate authorities (PEM) the SMTP server's certificate is checked against
+    #: with "starttls" or "ssl", e.g. the hospital's own; unset: the system's.
+    smtp_ca_file: Path | None = None
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "Filmless <filmless@localhost>"

@@ -82,6 +82,7 @@ async def send(settings: Settings, letter: Letter) -> str:
             port=settings.smtp_port,
             use_tls=settings.smtp_security == "ssl",
             start_tls=True if settings.smtp_security == "starttls" else False,
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
             username=settings.smtp_user,
             password=password,
             timeout=settings.smtp_timeout,

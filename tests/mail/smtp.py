@@ -6,10 +6,11 @@ import contextlib
 import email
 import email.policy
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, Session
@@ -23,6 +24,8 @@ class Mailbox:
     port: int
     received: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    #: For each message received, whether its session was encrypted (TLS).
+    encrypted: list[bool] = field(default_factory=list)
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         return [m for env, m in self.received if address in env.rcpt_tos]
@@ -37,6 +40,10 @@ class _Handler:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.box.received.append((envelope, parsed))
+        # After STARTTLS aiosmtpd notes it on the session; with TLS from the start only
+        # the transport knows.
+        implicit = server.transport.get_extra_info("ssl_object") is not None
+        self.box.encrypted.append(session.ssl is not None or implicit)
         return "250 OK"
 
 
@@ -48,7 +55,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def smtp_server(auth: bool = False) -> Iterator[Mailbox]:
+def smtp_server(
+    auth: bool = False, tls: Literal["starttls", "ssl"] | None = None, context: ssl.SSLContext | None = None
+) -> Iterator[Mailbox]:
+    """The server, on a free loopback port. With ``tls``, it offers STARTTLS (RFC 3207)
+    and requires it before mail or login, or speaks TLS from the start (RFC 8314), with
+    ``context``'s certificate."""
     box = Mailbox("127.0.0.1", _free_port())
 
     def authenticator(
@@ -61,8 +73,13 @@ def smtp_server(auth: bool = False) -> Iterator[Mailbox]:
 
     extra: dict[str, Any] = {}
     if auth:
-        # Loopback only: the tests' server has no certificate, so AUTH goes without TLS.
-        extra = {"authenticator": authenticator, "auth_require_tls": False}
+        # Without TLS (loopback only) AUTH goes in the clear; after STARTTLS, only inside
+        # it. (With TLS from the start aiosmtpd cannot tell, and would never offer AUTH.)
+        extra = {"authenticator": authenticator, "auth_require_tls": tls == "starttls"}
+    if tls == "starttls":
+        extra |= {"tls_context": context, "require_starttls": True}
+    elif tls == "ssl":
+        extra |= {"ssl_context": context, "server_hostname": box.host}
     controller = Controller(_Handler(box), hostname=box.host, port=box.port, **extra)
     controller.start()
     try:
