@@ -25,6 +25,7 @@ from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Right
 from app.services import admin, qido, rendered
 from app.services.access_pdf import access_page_pdf
+from app.services.regional import PATIENT_KEYS
 from app.services.shares import ShareFilter, ShareRequest, now
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -77,7 +78,10 @@ async def study_page(
     request: Request, archive: ArchiveDep, staff: StaffSearching, study: StudyUID
 ) -> Response:
     signed, principal = staff.signed, staff.principal
-    view = await qido.find_study(archive, staff.trail, study, "/dicom-web")
+    # A regional look-up's link keeps naming the patient, so that the page may cross
+    # member hospitals as the look-up did (for anyone else it only narrows).
+    patient = [(k, v) for k in PATIENT_KEYS if (v := request.query_params.get(k, "").strip())]
+    view = await qido.find_study(archive, staff.trail, study, "/dicom-web", patient)
     if view is None:
         return console_page("console_message.html", request, 404, signed=signed, message="No such study.")
     match = view.study

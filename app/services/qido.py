@@ -95,14 +95,19 @@ class StudyView:
     series: list[JsonDataset]
 
 
-async def find_study(archive: Archive, trail: Trail, study: str, root: str) -> StudyView | None:
+async def find_study(
+    archive: Archive, trail: Trail, study: str, root: str, patient: Iterable[tuple[str, str]] = ()
+) -> StudyView | None:
     """The study ``study`` and its series as the trail's caller may see them, recorded;
-    None, recorded as a 404, when they see no such study."""
-    found = await search(archive, trail.scope, Level.STUDY, [("StudyInstanceUID", study)], root)
+    None, recorded as a 404, when they see no such study. ``patient``: matching keys
+    naming its patient, with which a regional caller's query may cross member hospitals
+    (:func:`app.dicom.query.is_patient_specific`)."""
+    keys = list(patient)
+    found = await search(archive, trail.scope, Level.STUDY, [("StudyInstanceUID", study), *keys], root)
     if not found.matches:
         await audit.commit(archive, trail, 404, "no such study")
         return None
-    series = await search(archive, trail.scope, Level.SERIES, [], root, {"0020000D": study})
+    series = await search(archive, trail.scope, Level.SERIES, keys, root, {"0020000D": study})
     owners = found.owners
     trail.note(studies=[study], patients=[o[1] for o in owners], owners=[o[2] for o in owners], count=1)
     await audit.commit(archive, trail, 200)

@@ -34,6 +34,10 @@ USERS = [
     ),
     User(sub="adam", claims={"name": "Adam Admin", "roles": ["reader", "admin"], "hospital": HOSPITAL}),
     User(sub="rita", claims={"name": "Rita Reader", "roles": ["reader"], "hospital": HOSPITAL}),
+    User(
+        sub="reggie",
+        claims={"name": "Reggie Regional", "roles": ["reader", "regional"], "hospital": HOSPITAL},
+    ),
     User(sub="mallory", claims={"name": "Mallory", "roles": ["reader"], "hospital": "not-a-member"}),
 ]
 
