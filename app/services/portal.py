@@ -5,7 +5,9 @@ Whatever is typed, enrolment and sign-in requests get the same answer ("if that 
 right, a link is on its way"), so the portal tells no one which codes, addresses or
 patients exist. Codes, links and sessions are stored as keyed hashes only. A patient
 sees the studies of the patient IDs their account is linked to, at the hospital that
-issued each code, through the same QIDO-RS engine and scope as a share's recipient.
+issued each code, through the same QIDO-RS engine and scope as a share's recipient,
+lists and revokes the shares they made, and downloads their studies. Attempts at the
+unauthenticated forms are limited per address and per client address (:meth:`Portal.allowed`).
 """
 
 from __future__ import annotations
