@@ -180,7 +180,9 @@ async def _conversion(
 
 #: Objects fetched ahead of the one being sent: an object store answers each GET after a
 #: round trip, so a study of many small instances would otherwise wait on each in turn.
-_PREFETCH = 4
+#: Each response then holds at most this many small objects (8 MiB), while its parts go
+#: out in order.
+_PREFETCH = 8
 #: Objects up to this size are read whole when fetched ahead; larger ones just opened.
 _SMALL = 1 << 20
 
