@@ -96,7 +96,11 @@ FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk 
 JOIN patients p ON p.pk = st.patient_pk JOIN hospitals h ON h.pk = st.hospital_pk
 WHERE i.status = 1 AND st.study_instance_uid = ANY($1::text[])
 ORDER BY st.pk, se.pk, i.instance_number, i.pk"""
-SELECT_DERIVED = "SELECT object_key, media_type FROM derived_objects WHERE instance_pk = $1 AND variant = $2"
+# A derivative, or else (when $3) the metadata to make it from: one query either way.
+SELECT_DERIVED_OR_METADATA = """
+SELECT d.object_key, d.media_type, CASE WHEN d.object_key IS NULL AND $3 THEN i.metadata::text END AS metadata
+FROM instances i LEFT JOIN derived_objects d ON d.instance_pk = i.pk AND d.variant = $2
+WHERE i.pk = $1 AND i.status = 1"""
 INSERT_DERIVED = """
 INSERT INTO derived_objects (instance_pk, variant, object_key, media_type, size) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING"""
@@ -259,11 +263,18 @@ async def export(pool: Pool, studies: list[str]) -> list[Exported]:
         return [Exported(**dict(r)) for r in await conn.fetch(SELECT_EXPORT, studies)]
 
 
-async def derived(pool: Pool, instance_pk: int, variant: str) -> tuple[str, str] | None:
-    """``(object key, media type)`` of a cached derivative of an instance."""
+async def derived_or_metadata(
+    pool: Pool, instance_pk: int, variant: str, with_metadata: bool
+) -> tuple[tuple[str, str] | None, str | None] | None:
+    """``(object key, media type)`` of a cached derivative of an instance, and the
+    instance's metadata text when there is no such derivative and ``with_metadata``; None
+    when the instance is gone."""
     async with connection(pool) as conn:
-        row = await conn.fetchrow(SELECT_DERIVED, instance_pk, variant)
-    return None if row is None else (row["object_key"], row["media_type"])
+        row = await conn.fetchrow(SELECT_DERIVED_OR_METADATA, instance_pk, variant, with_metadata)
+    if row is None:
+        return None
+    found = None if row["object_key"] is None else (row["object_key"], row["media_type"])
+    return found, row["metadata"]
 
 
 async def remember_derived(

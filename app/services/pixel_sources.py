@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from app.dicom.header import BULK_PLACEHOLDER
 from app.dicom.pixel_source import PixelSource
@@ -27,19 +27,24 @@ from app.services.bodies import read_frame
 _PARSE_OFF_LOOP = 256 << 10
 
 
-async def pixel_source(archive: Archive, item: Renderable) -> PixelSource:
-    (source,) = await pixel_sources(archive, [item])
+async def pixel_source(archive: Archive, item: Renderable, metadata: str | None = None) -> PixelSource:
+    """The source of ``item``, made from its ``metadata`` text if it is given and needed."""
+    (source,) = await pixel_sources(archive, [item], None if metadata is None else {item.pk: metadata})
     return source
 
 
-async def pixel_sources(archive: Archive, items: Sequence[Renderable]) -> list[PixelSource]:
+async def pixel_sources(
+    archive: Archive, items: Sequence[Renderable], texts: Mapping[int, str] | None = None
+) -> list[PixelSource]:
     """The sources of ``items``, in order; the metadata of those not known yet is read in
-    one query. NotFound when one of them was deleted since its row was found."""
+    one query, unless ``texts`` has it (by instance pk). NotFound when one of them was
+    deleted since its row was found."""
     cache = archive.pixel_sources
     known = {item.stored.object_key: cache.get(item.stored.object_key) for item in items}
     missing = {item.stored.object_key: item for item in items if known[item.stored.object_key] is None}
     if missing:
-        texts = await retrieve.instance_metadata(archive.pool, [item.pk for item in missing.values()])
+        if texts is None or any(item.pk not in texts for item in missing.values()):
+            texts = await retrieve.instance_metadata(archive.pool, [item.pk for item in missing.values()])
         for key, item in missing.items():
             text = texts.get(item.pk)
             if text is None:

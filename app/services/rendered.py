@@ -186,15 +186,19 @@ async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, medi
     remembered = archive.thumbnails.get(key)
     if remembered is not None:
         return remembered
-    cached = await retrieve.derived(archive.pool, item.pk, variant)
+    # One query: the stored thumbnail, or else the metadata to render it from when what
+    # derives from that is not known yet.
+    known = archive.pixel_sources.get(item.stored.object_key) is not None
+    found = await retrieve.derived_or_metadata(archive.pool, item.pk, variant, not known)
+    if found is None:
+        raise NotFound(f"instance {item.sop_instance_uid} was deleted")
+    cached, metadata = found
     if cached is not None:
         image = b"".join([c async for c in drain(await archive.store.open(cached[0]))])
         archive.thumbnails.put(key, image)
         return image
-    # Only a thumbnail rendered now needs what derives from the instance's metadata.
-    image = await render_frame(
-        archive, await _source_of(archive, item), frame, media_type, RenderOptions(), True
-    )
+    source = _source(item, await pixel_source(archive, item, metadata))
+    image = await render_frame(archive, source, frame, media_type, RenderOptions(), True)
     await archive.store.put(key, _one(image))
     if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
         await archive.store.delete(key)  # the instance was deleted meanwhile
