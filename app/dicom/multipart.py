@@ -88,13 +88,28 @@ async def stream_multipart(
     # what they hold open (a stored object's reader) is let go at once, not when collected.
     async with closing(parts):
         async for headers, body in parts:
-            yield (b"" if first else b"\r\n") + separator + _encode_headers(headers)
+            head: bytes | None = (b"" if first else b"\r\n") + separator + _encode_headers(headers)
             first = False
             async with closing(body):
                 async for chunk in body:
-                    if chunk:
-                        yield chunk
+                    if not chunk:
+                        continue
+                    if head is not None:
+                        # A part's headers go out with its first chunk when that is small:
+                        # each piece sent costs a pass through every middleware.
+                        if len(chunk) <= _JOIN_LIMIT:
+                            chunk = head + chunk
+                        else:
+                            yield head
+                        head = None
+                    yield chunk
+            if head is not None:
+                yield head  # an empty body
     yield (b"" if first else b"\r\n") + f"--{boundary}--\r\n".encode("ascii")
+
+
+#: Largest first chunk of a part copied to join its headers.
+_JOIN_LIMIT = 256 << 10
 
 
 @contextlib.asynccontextmanager

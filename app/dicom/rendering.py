@@ -25,8 +25,11 @@ milliseconds for 4096x4096): run it in a worker thread. No state is shared betwe
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import struct
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -49,6 +52,7 @@ __all__ = [
     "RenderOptions",
     "Viewport",
     "encode_image",
+    "encode_png",
     "output_size",
     "parse_rendered_params",
     "parse_uri_params",
@@ -302,16 +306,51 @@ def render_array(
 def encode_image(pixels: npt.NDArray[np.uint8], media_type: str, quality: int = DEFAULT_QUALITY) -> bytes:
     """8-bit grayscale or RGB ``pixels`` as a JPEG (``quality`` 1-100), PNG or GIF file."""
     kind = _media_type(media_type)
+    if kind == "image/png":
+        return encode_png(pixels)
     image = Image.fromarray(np.ascontiguousarray(pixels))
     buffer = BytesIO()
     if kind == "image/jpeg":
         image.save(buffer, "JPEG", quality=quality)
-    elif kind == "image/png":
-        # zlib level 1: PNGs several times faster for a few percent more bytes.
-        image.save(buffer, "PNG", compress_level=1)
     else:
         image.save(buffer, "GIF")
     return buffer.getvalue()
+
+
+def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    """8-bit grayscale ``(rows, columns)`` or RGB ``(rows, columns, 3)`` pixels as a PNG
+    file (ISO/IEC 15948): one IDAT chunk of rows with the Up filter (§9.2, type 2, one
+    vectorised subtraction), deflated at level 1 with zlib's run-length strategy.
+
+    Pillow tries every filter on every row (adaptive filtering), which costs more than the
+    compression itself: this is about three times faster for a 512x512 CT slice, and its
+    output a little smaller than Pillow's at the same zlib level.
+
+    >>> image = Image.open(BytesIO(encode_png(np.arange(12, dtype=np.uint8).reshape(3, 4))))
+    >>> image.mode, image.size, np.asarray(image)[2].tolist()
+    ('L', (4, 3), [8, 9, 10, 11])
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"cannot write {pixels.dtype} pixels of shape {pixels.shape} as PNG")
+    rows, columns = pixels.shape[:2]
+    flat = pixels.reshape(rows, -1)
+    filtered = np.empty((rows, flat.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # the filter type byte opening each row: Up
+    filtered[:1, 1:] = flat[:1]  # the row above the first is zero
+    np.subtract(flat[1:], flat[:-1], out=filtered[1:, 1:])  # modulo 256, as §9.2 says
+    deflate = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
+    data = deflate.compress(filtered.tobytes()) + deflate.flush()
+    color_type = 0 if pixels.ndim == 2 else 2  # grayscale, truecolour (§11.2.2)
+    header = struct.pack(">IIBBBBB", columns, rows, 8, color_type, 0, 0, 0)
+    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    # Length, type, data, and the CRC of type and data (ISO/IEC 15948 §5.3).
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _media_type(media_type: str) -> str:
@@ -383,6 +422,19 @@ def _grayscale(
         present = np.arange(low, high + 1) if high - low < 1 << 17 else np.array([low, high])
         modality = _modality(present.astype(np.float64), presentation)
         span = [float(modality.min()), float(modality.max())]
+    if (
+        presentation.modality_lut is None
+        and (window is not None or presentation.voi_lut is None)
+        and pixels.dtype.kind in "iu"
+        and pixels.dtype.itemsize <= 2
+    ):
+        # Rescale and a window only: the table is shared by every frame rendered alike (the
+        # slices of a series, one request after another).
+        if window is None and span[1] > span[0]:
+            window = VoiWindow((span[0] + span[1]) / 2, span[1] - span[0], "LINEAR_EXACT")
+        slope, intercept = presentation.rescale_slope, presentation.rescale_intercept
+        table = _linear_table(pixels.dtype.str, slope, intercept, window, invert)
+        return np.take(table, pixels[region].view(_table_index(pixels.dtype)), axis=0)
 
     def transform(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         modality = _modality(values.astype(np.float64), presentation)
@@ -401,6 +453,26 @@ def _grayscale(
         return 255 - output if invert else output
 
     return _through_table(pixels, region, transform)
+
+
+def _table_index(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The unsigned type whose values index a table over every bit pattern of ``dtype``."""
+    return np.dtype(f"u{dtype.itemsize}")
+
+
+@functools.lru_cache(maxsize=64)  # 64 KiB a table of 16-bit values: at most 4 MiB
+def _linear_table(
+    dtype: str, slope: float, intercept: float, window: VoiWindow | None, invert: bool
+) -> npt.NDArray[np.uint8]:
+    """Rescale (PS3.3 C.11.1), ``window`` (C.11.2; None: all black) and inversion of
+    every value of the integer type ``dtype``, in the order of its bit patterns."""
+    values = np.arange(1 << (8 * np.dtype(dtype).itemsize), dtype=_table_index(np.dtype(dtype)))
+    modality = values.view(dtype).astype(np.float64) * slope + intercept
+    output = _apply_window(modality, window) if window is not None else np.zeros_like(modality)
+    output = np.clip(np.rint(output), 0, 255)
+    table = (255 - output if invert else output).astype(np.uint8)
+    table.flags.writeable = False  # shared by the rendering threads
+    return table
 
 
 def _modality(values: npt.NDArray[np.float64], presentation: Presentation) -> npt.NDArray[np.float64]:
@@ -501,8 +573,9 @@ def _fit(pixels: npt.NDArray[np.uint8], viewport: Viewport | None, thumbnail: bo
         return np.ascontiguousarray(pixels)
     image = Image.fromarray(np.ascontiguousarray(pixels))
     if scale < 1:
-        # Box-reduce first and resample the rest: fast on large frames, still antialiased.
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # Box-reduce first, to within twice the size, and resample the rest: about twice as
+        # fast as from the full frame, still antialiased (Pillow's thumbnail() does the same).
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
     else:
         image = image.resize(size, Image.Resampling.BICUBIC)
     return np.asarray(image)

@@ -3,8 +3,10 @@ the caller's scope."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import asyncpg
@@ -35,24 +37,35 @@ SELECT_OBJECTS = (
 SELECT_VERSION = (
     "SELECT count(*) AS n, coalesce(sum(i.pk), 0) AS pks, max(i.updated_at) AS updated " + _IN_SCOPE
 )
+# With what SELECT_VERSION aggregates, so that a first fetch costs one query.
 SELECT_METADATA = (
     "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, "
-    f"i.metadata::text AS metadata, {_OWNER} " + _ORDERED
+    f"i.metadata::text AS metadata, i.pk, i.updated_at, {_OWNER} " + _ORDERED
 )
-_BULK_COLUMNS = """i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset,
+_BULK_COLUMNS = """i.pk, i.object_key, i.size, i.transfer_syntax_uid, i.bulk::text AS bulk, i.pixel_offset,
        i.pixel_length, i.pixel_encapsulated, i.fragment_offsets, i.fragment_lengths, i.basic_offset_table,
        i.frame_starts, i.number_of_frames, i.rows, i.columns, i.samples_per_pixel, i.bits_allocated"""
 SELECT_BULK = f"""
 SELECT {_BULK_COLUMNS}, {_OWNER}
 {_IN_SCOPE}"""
 
-
-SELECT_RENDERING = f"""
-SELECT i.pk, i.metadata::text AS metadata, {_BULK_COLUMNS}, {_OWNER}
-{_IN_SCOPE}"""
+# The instances of a study or series and where their bulk data lies, for converting
+# them as they are retrieved.
+SELECT_CONVERTIBLE = (
+    "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, "
+    f"{_BULK_COLUMNS}, {_OWNER} " + _ORDERED
+)
+# What rendering needs from the index. Not the metadata: what derives from it is cached
+# by object key (app.services.pixel_sources), which reads it on a miss only.
+_RENDERING_COLUMNS = f"se.series_instance_uid, i.sop_instance_uid, {_BULK_COLUMNS}, {_OWNER}"
+SELECT_RENDERING = f"SELECT {_RENDERING_COLUMNS} {_IN_SCOPE}"
+SELECT_RENDERINGS = f"SELECT {_RENDERING_COLUMNS} {_ORDERED}"
+SELECT_INSTANCE_METADATA = (
+    "SELECT pk, metadata::text AS metadata FROM instances WHERE pk = ANY($1::bigint[]) AND status = 1"
+)
 # The representative instance of a study or series (PS3.18 §10.4.1.1.3 leaves the choice to
 # the server): the first series by number, its middle instance by number.
-SELECT_REPRESENTATIVE = """
+SELECT_REPRESENTATIVE = f"""
 WITH chosen AS (
     SELECT se.pk FROM series se JOIN studies st ON st.pk = se.study_pk
     WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR se.series_instance_uid = $2)
@@ -61,8 +74,10 @@ WITH chosen AS (
       AND se.num_instances > 0
     ORDER BY se.series_number NULLS LAST, se.pk LIMIT 1
 )
-SELECT se.series_instance_uid, i.sop_instance_uid
+SELECT {_RENDERING_COLUMNS}
 FROM instances i JOIN chosen c ON c.pk = i.series_pk JOIN series se ON se.pk = c.pk
+JOIN studies st ON st.pk = se.study_pk JOIN patients p ON p.pk = st.patient_pk
+JOIN hospitals h ON h.pk = st.hospital_pk
 WHERE i.status = 1
 ORDER BY i.instance_number NULLS LAST, i.pk
 OFFSET (SELECT (count(*) - 1) / 2 FROM instances WHERE series_pk = (SELECT pk FROM chosen) AND status = 1)
@@ -81,7 +96,11 @@ FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk 
 JOIN patients p ON p.pk = st.patient_pk JOIN hospitals h ON h.pk = st.hospital_pk
 WHERE i.status = 1 AND st.study_instance_uid = ANY($1::text[])
 ORDER BY st.pk, se.pk, i.instance_number, i.pk"""
-SELECT_DERIVED = "SELECT object_key, media_type FROM derived_objects WHERE instance_pk = $1 AND variant = $2"
+# A derivative, or else (when $3) the metadata to make it from: one query either way.
+SELECT_DERIVED_OR_METADATA = """
+SELECT d.object_key, d.media_type, CASE WHEN d.object_key IS NULL AND $3 THEN i.metadata::text END AS metadata
+FROM instances i LEFT JOIN derived_objects d ON d.instance_pk = i.pk AND d.variant = $2
+WHERE i.pk = $1 AND i.status = 1"""
 INSERT_DERIVED = """
 INSERT INTO derived_objects (instance_pk, variant, object_key, media_type, size) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING"""
@@ -112,10 +131,13 @@ class StoredMetadata(Owner):
     series_instance_uid: str
     sop_instance_uid: str
     metadata: str  # DICOM JSON text with bulk placeholders
+    pk: int
+    updated_at: dt.datetime
 
 
 @dataclass(frozen=True)
 class StoredBulk(Owner):
+    pk: int
     object_key: str
     transfer_syntax_uid: str
     #: Bulk values other than Pixel Data: tag path -> (offset, length).
@@ -144,7 +166,18 @@ async def version(
         row = await conn.fetchrow(SELECT_VERSION, *_args(scope, study, series, instance))
     if row is None or row["n"] == 0:
         return None
-    return f"{row['n']}:{row['pks']}:{row['updated'].isoformat()}"
+    return _version(row["n"], row["pks"], row["updated"])
+
+
+def version_of(rows: Sequence[StoredMetadata]) -> str | None:
+    """:func:`version` of the instances ``rows`` hold, computed from them."""
+    if not rows:
+        return None
+    return _version(len(rows), sum(r.pk for r in rows), max(r.updated_at for r in rows))
+
+
+def _version(count: int, pks: object, updated: dt.datetime) -> str:
+    return f"{count}:{pks}:{updated.isoformat()}"
 
 
 async def metadata(
@@ -163,24 +196,54 @@ async def bulk(pool: Pool, scope: Scope, study: str, series: str, instance: str)
 
 @dataclass(frozen=True)
 class Renderable:
+    """What rendering or converting one instance needs from the index: its UIDs, its
+    pixel layout and its object (its metadata is read apart, see :func:`instance_metadata`)."""
+
     pk: int
+    series_instance_uid: str
+    sop_instance_uid: str
     stored: StoredBulk
-    metadata: str  # DICOM JSON text with bulk placeholders
 
 
 async def renderable(pool: Pool, scope: Scope, study: str, series: str, instance: str) -> Renderable | None:
-    """What rendering one instance needs: its pixel layout, object and metadata."""
     async with connection(pool) as conn:
         row = await conn.fetchrow(SELECT_RENDERING, *_args(scope, study, series, instance))
-    return None if row is None else Renderable(row["pk"], _stored_bulk(row), row["metadata"])
+    return None if row is None else _renderable(row)
 
 
-async def representative(pool: Pool, scope: Scope, study: str, series: str | None) -> tuple[str, str] | None:
-    """``(series, instance)`` UIDs of the instance that stands for a study or series."""
+async def renderables(pool: Pool, scope: Scope, study: str, series: str | None) -> list[Renderable]:
+    """:func:`renderable` of every instance of a study or series, in order, in one query."""
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_RENDERINGS, *_args(scope, study, series, None))
+    return [_renderable(r) for r in rows]
+
+
+async def representative(pool: Pool, scope: Scope, study: str, series: str | None) -> Renderable | None:
+    """The instance that stands for a study or series."""
     hospital, studies = scope.filters(cross_hospital=True)
     async with connection(pool) as conn:
         row = await conn.fetchrow(SELECT_REPRESENTATIVE, study, series, hospital, studies)
-    return None if row is None else (row["series_instance_uid"], row["sop_instance_uid"])
+    return None if row is None else _renderable(row)
+
+
+async def convertible(
+    pool: Pool, scope: Scope, study: str, series: str | None = None, instance: str | None = None
+) -> list[tuple[StoredObject, Renderable]]:
+    """:func:`objects`, each with what converting it needs, in one query."""
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_CONVERTIBLE, *_args(scope, study, series, instance))
+    return [(StoredObject(**{k: r[k] for k in _OBJECT_FIELDS}), _renderable(r)) for r in rows]
+
+
+_OBJECT_FIELDS = [f.name for f in fields(StoredObject)]
+
+
+async def instance_metadata(pool: Pool, pks: Sequence[int]) -> dict[int, str]:
+    """The DICOM JSON text (with bulk placeholders) of the instances ``pks``, already found
+    in the caller's scope; an instance deleted since is left out."""
+    async with connection(pool) as conn:
+        rows = await conn.fetch(SELECT_INSTANCE_METADATA, list(pks))
+    return {r["pk"]: r["metadata"] for r in rows}
 
 
 async def instance_uids(pool: Pool, scope: Scope, study: str, series: str | None) -> list[tuple[str, str]]:
@@ -200,11 +263,18 @@ async def export(pool: Pool, studies: list[str]) -> list[Exported]:
         return [Exported(**dict(r)) for r in await conn.fetch(SELECT_EXPORT, studies)]
 
 
-async def derived(pool: Pool, instance_pk: int, variant: str) -> tuple[str, str] | None:
-    """``(object key, media type)`` of a cached derivative of an instance."""
+async def derived_or_metadata(
+    pool: Pool, instance_pk: int, variant: str, with_metadata: bool
+) -> tuple[tuple[str, str] | None, str | None] | None:
+    """``(object key, media type)`` of a cached derivative of an instance, and the
+    instance's metadata text when there is no such derivative and ``with_metadata``; None
+    when the instance is gone."""
     async with connection(pool) as conn:
-        row = await conn.fetchrow(SELECT_DERIVED, instance_pk, variant)
-    return None if row is None else (row["object_key"], row["media_type"])
+        row = await conn.fetchrow(SELECT_DERIVED_OR_METADATA, instance_pk, variant, with_metadata)
+    if row is None:
+        return None
+    found = None if row["object_key"] is None else (row["object_key"], row["media_type"])
+    return found, row["metadata"]
 
 
 async def remember_derived(
@@ -217,6 +287,10 @@ async def remember_derived(
         except asyncpg.ForeignKeyViolationError:
             return False
     return bool(status.endswith(" 1"))
+
+
+def _renderable(row: asyncpg.Record) -> Renderable:
+    return Renderable(row["pk"], row["series_instance_uid"], row["sop_instance_uid"], _stored_bulk(row))
 
 
 def _stored_bulk(row: asyncpg.Record) -> StoredBulk:
@@ -236,10 +310,14 @@ def _stored_bulk(row: asyncpg.Record) -> StoredBulk:
             bits_allocated=row["bits_allocated"],
             frame_starts=row["frame_starts"] or [],
         )
-    locations = {path: (int(loc[0]), int(loc[1])) for path, loc in json.loads(row["bulk"]).items()}
+    text = row["bulk"]
+    # Most instances hold no bulk value but Pixel Data: no JSON to parse.
+    values = json.loads(text) if text != "{}" else {}
+    locations = {path: (int(loc[0]), int(loc[1])) for path, loc in values.items()}
     return StoredBulk(
         patient_id=row["patient_id"],
         hospital=row["hospital"],
+        pk=row["pk"],
         object_key=row["object_key"],
         transfer_syntax_uid=row["transfer_syntax_uid"],
         bulk=locations,

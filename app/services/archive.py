@@ -12,10 +12,11 @@ import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from app.dicom.pixel_source import PixelSource
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
 from app.services.budget import MemoryBudget
-from app.services.lru import LruBytes
+from app.services.lru import Lru, LruBytes
 from app.settings import Settings
 from app.storage.base import BlobStore
 
@@ -39,3 +40,13 @@ class Archive:
     invalidations: Invalidations
     #: One append to the audit sink at a time, so concurrent requests' lines never interleave.
     audit_sink_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: What decoding and rendering derive from an instance's metadata, by object key
+    #: (app.services.pixel_sources). Not invalidated, for the reasons the thumbnails are not:
+    #: an entry is only looked up with a key the request has just read from the index row it
+    #: found and authorised, so a deleted or replaced instance's entry is never used again.
+    pixel_sources: Lru[PixelSource] = field(default_factory=lambda: Lru(PIXEL_SOURCES_BYTES))
+
+
+#: Memory for :attr:`Archive.pixel_sources`, per process: a few KiB per instance, so tens of
+#: thousands of instances; LUT values and per-frame groups count in full.
+PIXEL_SOURCES_BYTES = 32 << 20

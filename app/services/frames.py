@@ -4,23 +4,23 @@ each read with one ranged read at offsets the index computed at ingest."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator, Mapping
 
 from app.dicom.frames import Frame, frame_ranges
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import negotiate_frames
-from app.dicom.pixels import PixelDescription, native_frame_bytes
+from app.dicom.pixels import native_frame_bytes
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_BIG_ENDIAN
 from app.errors import BadRequest, NotAcceptable, NotFound
 from app.repository import retrieve
-from app.repository.retrieve import StoredBulk
+from app.repository.retrieve import Renderable, StoredBulk
 from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.bodies import Body, open_frame, read_frame
 from app.services.budget import decoding_memory
+from app.services.pixel_sources import pixel_source
 
 #: More frames than this in one request is refused rather than streamed.
 MAX_FRAMES_PER_REQUEST = 10_000
@@ -55,9 +55,11 @@ async def frames(
     instance: str,
     numbers: list[int],
 ) -> Body:
-    stored = await retrieve.bulk(archive.pool, trail.scope, study, series, instance)
-    if stored is None:
+    # One query: it finds the instance and all that serving its frames needs from the index.
+    item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
+    if item is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    stored = item.stored
     trail.note_instance(study, series, instance, stored)
     pixel = stored.pixel
     if pixel is None:
@@ -75,26 +77,17 @@ async def frames(
         return await audit.sending(
             archive,
             trail,
-            await decoded_frame_parts(archive, trail, study, series, instance, selected, part_type),
+            await decoded_frame_parts(archive, item, selected, part_type),
         )
     return await audit.sending(archive, trail, await frame_parts(archive, stored, selected, part_type))
 
 
 async def decoded_frame_parts(
-    archive: Archive,
-    trail: Trail,
-    study: str,
-    series: str,
-    instance: str,
-    selected: list[Frame],
-    part_type: str,
+    archive: Archive, item: Renderable, selected: list[Frame], part_type: str
 ) -> Body:
     """Compressed frames decoded to native Explicit VR Little Endian (transcoding, in the
     renderer pool), one part per frame."""
-    item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
-    if item is None:
-        raise NotFound(f"no instance {instance} in series {series} of study {study}")
-    description = PixelDescription.from_json(json.loads(item.metadata), item.stored.transfer_syntax_uid)
+    description = (await pixel_source(archive, item)).pixel_description()
     pixel = item.stored.pixel
     assert pixel is not None
     need = decoding_memory(pixel.rows, pixel.columns, pixel.samples_per_pixel, pixel.bits_allocated)

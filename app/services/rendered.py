@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from app.dicom.frames import Frame, frame_ranges
-from app.dicom.header import BULK_PLACEHOLDER
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import RenderedChoice
-from app.dicom.pixels import PixelDescription, Presentation, decode_frame
+from app.dicom.pixel_source import PixelSource
+from app.dicom.pixels import decode_frame
 from app.dicom.rendering import RenderOptions, output_size, render, working_memory
 from app.errors import NotAcceptable, NotFound
 from app.repository import retrieve
@@ -24,15 +22,20 @@ from app.services import audit
 from app.services.archive import Archive
 from app.services.audit import Trail
 from app.services.bodies import Body, drain, read_frame
+from app.services.pixel_sources import pixel_source, pixel_sources
 
 
 async def _renderable(archive: Archive, trail: Trail, study: str, series: str, instance: str) -> Renderable:
     item = await retrieve.renderable(archive.pool, trail.scope, study, series, instance)
     if item is None:
         raise NotFound(f"no instance {instance} in series {series} of study {study}")
+    return _noted(trail, study, item)
+
+
+def _noted(trail: Trail, study: str, item: Renderable) -> Renderable:
     if item.stored.pixel is None:
-        raise NotAcceptable(f"instance {instance} has no pixel data to render")
-    trail.note_instance(study, series, instance, item.stored)
+        raise NotAcceptable(f"instance {item.sop_instance_uid} has no pixel data to render")
+    trail.note_instance(study, item.series_instance_uid, item.sop_instance_uid, item.stored)
     return item
 
 
@@ -43,22 +46,24 @@ def _frame_count(item: Renderable) -> int:
 
 @dataclass(frozen=True)
 class _Source:
-    """What rendering any frame of one instance needs, read once per response: its frame
-    ranges, its metadata and the LUT values held as bulk data."""
+    """What rendering any frame of one instance needs: its frame ranges, and what derives
+    from its metadata (kept by object key, see app.services.pixel_sources)."""
 
     item: Renderable
     ranges: list[Frame]
-    metadata: dict[str, Any]
-    luts: dict[str, bytes]
+    pixels: PixelSource
 
 
-async def _source(archive: Archive, item: Renderable) -> _Source:
+def _source(item: Renderable, pixels: PixelSource) -> _Source:
     assert item.stored.pixel is not None
     ranges = frame_ranges(item.stored.pixel)
     if ranges is None:
         raise NotAcceptable("the frame boundaries of this instance cannot be determined")
-    metadata = json.loads(item.metadata)
-    return _Source(item, ranges, metadata, await _lut_data(archive, item, metadata))
+    return _Source(item, ranges, pixels)
+
+
+async def _source_of(archive: Archive, item: Renderable) -> _Source:
+    return _source(item, await pixel_source(archive, item))
 
 
 def _memory_needed(item: Renderable, options: RenderOptions, thumbnail: bool) -> int:
@@ -84,38 +89,18 @@ async def render_frame(
         data = b"".join([c async for c in read_frame(archive.store, stored.object_key, ranges[frame - 1])])
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            archive.renderer, _render, data, source.metadata, stored.transfer_syntax_uid, frame - 1,
-            source.luts, media_type, options, thumbnail,
-        )  # fmt: skip
+            archive.renderer, _render, data, source.pixels, frame - 1, media_type, options, thumbnail
+        )
 
 
 def _render(
-    data: bytes,
-    metadata: dict[str, Any],
-    transfer_syntax: str,
-    index: int,
-    luts: Mapping[str, bytes],
-    media_type: str,
-    options: RenderOptions,
-    thumbnail: bool,
+    data: bytes, pixels: PixelSource, index: int, media_type: str, options: RenderOptions, thumbnail: bool
 ) -> bytes:
-    description = PixelDescription.from_json(metadata, transfer_syntax)
-    presentation = Presentation.from_json(metadata, index, bulk=luts, transfer_syntax_uid=transfer_syntax)
+    description = pixels.pixel_description()
+    presentation = pixels.presentation(index)
     return render(
         decode_frame(data, description), description, presentation, media_type, options, thumbnail=thumbnail
     )
-
-
-async def _lut_data(archive: Archive, item: Renderable, metadata: dict[str, Any]) -> dict[str, bytes]:
-    """LUT values the metadata holds as bulk data (palettes, LUT sequences), read from the
-    stored object by the offsets recorded at ingest."""
-    found: dict[str, bytes] = {}
-    for uri in Presentation.bulk_data_uris(metadata):
-        location = item.stored.bulk.get(uri.removeprefix(BULK_PLACEHOLDER))
-        if location is not None:
-            chunks = read_frame(archive.store, item.stored.object_key, [location])
-            found[uri] = b"".join([c async for c in chunks])
-    return found
 
 
 async def rendered_instance(
@@ -125,7 +110,7 @@ async def rendered_instance(
     """An instance (all its frames) or chosen frames of it, rendered."""
     item = await _renderable(archive, trail, study, series, instance)
     _memory_needed(item, options, False)
-    source = await _source(archive, item)
+    source = await _source_of(archive, item)
     numbers = frames or list(range(1, _frame_count(item) + 1))
     if len(numbers) == 1 and not choice.multipart:
         image = await render_frame(archive, source, numbers[0], choice.media_type, options, False)
@@ -150,18 +135,17 @@ async def rendered_collection(
     series: str | None,
 ) -> Body:
     """Each instance of a study or series, its first frame rendered, one part each."""
-    uids = await retrieve.instance_uids(archive.pool, trail.scope, study, series)
-    if not uids:
+    found = await retrieve.renderables(archive.pool, trail.scope, study, series)
+    if not found:
         raise NotFound(f"no series {series} in study {study}" if series else f"no study {study}")
-    items = [await _renderable(archive, trail, study, se, i) for se, i in uids]
+    items = [_noted(trail, study, item) for item in found]
     for item in items:
         _memory_needed(item, options, False)
+    sources = [_source(i, p) for i, p in zip(items, await pixel_sources(archive, items), strict=True)]
 
     async def images() -> AsyncIterator[bytes]:
-        for item in items:
-            yield await render_frame(
-                archive, await _source(archive, item), 1, choice.media_type, options, False
-            )
+        for source in sources:
+            yield await render_frame(archive, source, 1, choice.media_type, options, False)
 
     return await audit.sending(archive, trail, await _multipart(images(), choice.media_type))
 
@@ -173,17 +157,19 @@ async def thumbnail(
     """A small image standing for a study, series, instance or frame (the middle instance
     of the first series, the middle frame of a multi-frame instance)."""
     if instance is None:
+        # One query finds the representative instance and what rendering it needs.
         chosen = await retrieve.representative(archive.pool, trail.scope, study, series)
         if chosen is None:
             raise NotFound(f"no series {series} in study {study}" if series else f"no study {study}")
-        series, instance = chosen
-    assert series is not None
-    item = await _renderable(archive, trail, study, series, instance)
+        item = _noted(trail, study, chosen)
+    else:
+        assert series is not None
+        item = await _renderable(archive, trail, study, series, instance)
     _memory_needed(item, options, True)
     number = frame or (_frame_count(item) + 1) // 2
     if options != RenderOptions():
         image = await render_frame(
-            archive, await _source(archive, item), number, choice.media_type, options, True
+            archive, await _source_of(archive, item), number, choice.media_type, options, True
         )
         return await audit.sending(archive, trail, _single(image, choice.media_type))
     return await audit.sending(
@@ -200,15 +186,19 @@ async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, medi
     remembered = archive.thumbnails.get(key)
     if remembered is not None:
         return remembered
-    cached = await retrieve.derived(archive.pool, item.pk, variant)
+    # One query: the stored thumbnail, or else the metadata to render it from when what
+    # derives from that is not known yet.
+    known = archive.pixel_sources.get(item.stored.object_key) is not None
+    found = await retrieve.derived_or_metadata(archive.pool, item.pk, variant, not known)
+    if found is None:
+        raise NotFound(f"instance {item.sop_instance_uid} was deleted")
+    cached, metadata = found
     if cached is not None:
         image = b"".join([c async for c in drain(await archive.store.open(cached[0]))])
         archive.thumbnails.put(key, image)
         return image
-    # Only a thumbnail rendered now needs the instance's metadata and LUTs read.
-    image = await render_frame(
-        archive, await _source(archive, item), frame, media_type, RenderOptions(), True
-    )
+    source = _source(item, await pixel_source(archive, item, metadata))
+    image = await render_frame(archive, source, frame, media_type, RenderOptions(), True)
     await archive.store.put(key, _one(image))
     if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
         await archive.store.delete(key)  # the instance was deleted meanwhile
@@ -262,6 +252,6 @@ async def uri_image(
     if item.stored.pixel is None:
         return None
     trail.note_instance(study, series, instance, item.stored)
-    source = await _source(archive, item)
+    source = await _source_of(archive, item)
     image = await render_frame(archive, source, options.frame_number or 1, media_type, options, False)
     return await audit.sending(archive, trail, _single(image, media_type))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import struct
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pydicom
 import pydicom.uid
 
 from app.dicom.frames import Frame, frame_ranges
+from app.dicom.pixel_source import PixelSource
 from app.dicom.pixels import NativeFrame, PixelDescription, UnsupportedPixelData, native_frame_bytes
 from app.dicom.transfer_syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -93,13 +93,13 @@ class Conversion:
         return self.first is not None or self.whole is not None
 
 
-def conversion(item: Renderable) -> Conversion:
-    """How ``item`` converts; 406 when its Image Pixel attributes cannot be decoded."""
+def conversion(item: Renderable, source: PixelSource) -> Conversion:
+    """How ``item`` converts, from its pixel ``source``; 406 when its Image Pixel
+    attributes cannot be decoded."""
     stored, pixel = item.stored, item.stored.pixel
-    metadata = json.loads(item.metadata)
-    description = None
-    if pixel is not None or "7FE00010" in metadata:
-        description = PixelDescription.from_json(metadata, stored.transfer_syntax_uid)
+    if source.problem is not None:
+        raise UnsupportedPixelData(source.problem)
+    description = source.description
     ranges = None
     if pixel is not None and stored.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         ranges = frame_ranges(pixel)

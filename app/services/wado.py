@@ -11,10 +11,11 @@ from app.dicom.frames import frame_ranges
 from app.dicom.header import BULK_PLACEHOLDER, PIXEL_DATA_PATH
 from app.dicom.multipart import multipart_boundary, related_content_type, stream_multipart
 from app.dicom.negotiation import DicomChoice
+from app.dicom.pixel_source import PixelSource
 from app.dicom.transfer_syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from app.errors import Forbidden, NotAcceptable, NotFound, ObjectNotFound, RangeNotSatisfiable
 from app.repository import retrieve
-from app.repository.retrieve import StoredMetadata, StoredObject
+from app.repository.retrieve import Renderable, StoredMetadata, StoredObject
 from app.security.principal import Right
 from app.services import audit
 from app.services.archive import Archive
@@ -22,6 +23,7 @@ from app.services.audit import Trail
 from app.services.bodies import Body, drain, open_frame
 from app.services.deidentified import deidentified, instance_path
 from app.services.frames import frame_parts
+from app.services.pixel_sources import pixel_sources
 from app.services.shares import take_download
 from app.services.transcode import Conversion, conversion, prepare, refused, transcoded
 from app.storage.base import BlobReader
@@ -37,19 +39,19 @@ async def instances(
 ) -> Body:
     """The instances of a study, series or one instance, as ``multipart/related``. Every
     check happens before the first byte: a streamed response cannot change its status."""
-    objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
-    if not objects:
-        raise NotFound(_missing(study, series, instance))
+    found = await _found(archive, trail, choice, study, series, instance)
+    objects = [obj for obj, _ in found]
     _note(trail, objects, size=sum(o.size for o in objects))
+    sources = await _sources(archive, choice, found)
     # Converting instances of one kind is tried once, on the first of them, before the
     # response starts: what would fail fails here, as a 406 (see app.services.transcode).
     tried: dict[Hashable, NotAcceptable | None] = {}
     plan: list[tuple[StoredObject, Conversion | None]] = []
     left_out: list[StoredObject] = []
     problem: NotAcceptable | None = None
-    for obj in objects:
+    for obj, item in found:
         try:
-            plan.append((obj, await _conversion(archive, trail, choice, obj, tried)))
+            plan.append((obj, await _conversion(archive, choice, obj, item, sources, tried)))
         except NotAcceptable as exc:
             left_out.append(obj)
             problem = exc
@@ -82,11 +84,67 @@ def _warning(left_out: list[StoredObject]) -> str | None:
     )
 
 
-async def _conversion(
+async def _found(
     archive: Archive,
     trail: Trail,
     choice: DicomChoice,
+    study: str,
+    series: str | None,
+    instance: str | None,
+) -> list[tuple[StoredObject, Renderable | None]]:
+    """The instances in scope, in one query: with what converting them needs when the
+    client may want some converted."""
+    found: list[tuple[StoredObject, Renderable | None]]
+    args = (archive.pool, trail.scope, study, series, instance)
+    if _may_convert(choice):
+        found = list(await retrieve.convertible(*args))
+    else:
+        found = [(obj, None) for obj in await retrieve.objects(*args)]
+    if not found:
+        raise NotFound(_missing(study, series, instance))
+    return found
+
+
+def _may_convert(choice: DicomChoice) -> bool:
+    for syntax in choice.transfer_syntaxes:
+        if syntax == "*":
+            return False
+        if syntax == EXPLICIT_VR_LITTLE_ENDIAN:
+            return True
+    return False
+
+
+def _converts(choice: DicomChoice, obj: StoredObject) -> bool:
+    """Whether ``obj`` is to be converted to Explicit VR Little Endian (or refused) rather
+    than sent as stored, following the client's preference order."""
+    for syntax in choice.transfer_syntaxes:
+        if syntax in ("*", obj.transfer_syntax_uid):
+            return False
+        if syntax == EXPLICIT_VR_LITTLE_ENDIAN:
+            return True
+    return False
+
+
+async def _sources(
+    archive: Archive, choice: DicomChoice, found: list[tuple[StoredObject, Renderable | None]]
+) -> dict[str, PixelSource]:
+    """The pixel sources of the instances to convert, by object key (one query for those
+    not known yet)."""
+    items = [item for obj, item in found if item is not None and _converts(choice, obj)]
+    if not items:
+        return {}
+    return {
+        item.stored.object_key: source
+        for item, source in zip(items, await pixel_sources(archive, items), strict=True)
+    }
+
+
+async def _conversion(
+    archive: Archive,
+    choice: DicomChoice,
     obj: StoredObject,
+    item: Renderable | None,
+    sources: dict[str, PixelSource],
     tried: dict[Hashable, NotAcceptable | None],
 ) -> Conversion | None:
     """None when ``obj`` goes as stored, or its conversion to Explicit VR Little Endian,
@@ -97,13 +155,9 @@ async def _conversion(
             return None
         if syntax != EXPLICIT_VR_LITTLE_ENDIAN:
             continue
-        item = await retrieve.renderable(
-            archive.pool, trail.scope, obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
-        )
-        if item is None:
-            raise NotFound(_missing(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid))
+        assert item is not None  # found with what converting needs (see _found)
         try:
-            conv = conversion(item)
+            conv = conversion(item, sources[item.stored.object_key])
             if conv.kind not in tried:
                 try:
                     await prepare(archive, conv)
@@ -126,7 +180,9 @@ async def _conversion(
 
 #: Objects fetched ahead of the one being sent: an object store answers each GET after a
 #: round trip, so a study of many small instances would otherwise wait on each in turn.
-_PREFETCH = 4
+#: Each response then holds at most this many small objects (8 MiB), while its parts go
+#: out in order.
+_PREFETCH = 8
 #: Objects up to this size are read whole when fetched ahead; larger ones just opened.
 _SMALL = 1 << 20
 
@@ -217,12 +273,11 @@ async def single_object(
     (``transfer_syntax`` ``*`` or the stored UID) or converted to Explicit VR Little Endian."""
     if trail.principal is None or Right.DOWNLOAD not in trail.principal.rights:
         raise Forbidden("sending the DICOM object requires the right to download")
-    objects = await retrieve.objects(archive.pool, trail.scope, study, series, instance)
-    if not objects:
-        raise NotFound(_missing(study, series, instance))
-    (obj,) = objects
-    _note(trail, objects, size=obj.size)
-    conv = await _conversion(archive, trail, DicomChoice([transfer_syntax]), obj, {})
+    choice = DicomChoice([transfer_syntax])
+    found = await _found(archive, trail, choice, study, series, instance)
+    ((obj, item),) = found
+    _note(trail, [obj], size=obj.size)
+    conv = await _conversion(archive, choice, obj, item, await _sources(archive, choice, found), {})
     if conv is not None:
         converted = transcoded(archive, conv)
         if trail.scope.deidentify_key is not None:
@@ -259,20 +314,24 @@ async def metadata(
     """DICOM JSON of every instance in scope, kept at ingest so objects are never re-read
     (PS3.18 §10.4.1.1.2). Bulk values become BulkDataURIs under the instance's URL. The
     ETag derives from what is stored in scope and the root the URIs are built on, so a
-    revalidation costs one aggregate query."""
-    version = await retrieve.version(archive.pool, trail.scope, study, series, instance)
+    revalidation costs one aggregate query, and a first fetch the one query of the rows."""
+    if if_none_match is not None:
+        version = await retrieve.version(archive.pool, trail.scope, study, series, instance)
+        if version is None:
+            raise NotFound(_missing(study, series, instance))
+        etag = _etag(version, root)
+        if etag in {t.strip() for t in if_none_match.split(",")}:
+            trail.note(
+                studies=[study], series=[series] if series else [], instances=[instance] if instance else []
+            )
+            await audit.commit(archive, trail, 304)
+            return Metadata(etag, None)
+    rows = await retrieve.metadata(archive.pool, trail.scope, study, series, instance)
+    version = retrieve.version_of(rows)
     if version is None:
         raise NotFound(_missing(study, series, instance))
-    etag = '"' + hashlib.sha256(f"{version}|{root}".encode()).hexdigest()[:32] + '"'
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
-        trail.note(
-            studies=[study], series=[series] if series else [], instances=[instance] if instance else []
-        )
-        await audit.commit(archive, trail, 304)
-        return Metadata(etag, None)
-    rows = await retrieve.metadata(archive.pool, trail.scope, study, series, instance)
-    if not rows:
-        raise NotFound(_missing(study, series, instance))
+    # From the rows sent: what changed since a revalidation's version is what they hold.
+    etag = _etag(version, root)
     _note(trail, rows)
     placeholder = f'"{BULK_PLACEHOLDER}'
     pieces = []
@@ -281,6 +340,10 @@ async def metadata(
         pieces.append(row.metadata.replace(placeholder, f'"{url}/bulkdata/'))
     await audit.commit(archive, trail, 200)
     return Metadata(etag, ("[" + ",".join(pieces) + "]").encode())
+
+
+def _etag(version: str, root: str) -> str:
+    return '"' + hashlib.sha256(f"{version}|{root}".encode()).hexdigest()[:32] + '"'
 
 
 async def bulkdata(

@@ -138,3 +138,45 @@ async def test_errors(served: ArchiveUnderTest):
     async with served.as_user(OTHER_HOSPITAL) as other:
         assert (await other.get(_url(ct) + "/rendered")).status_code == 404
         assert (await other.get(f"/dicom-web/studies/{ct.study}/thumbnail")).status_code == 404
+
+
+def _restored(sample: Sample, **attributes: object) -> Sample:
+    """Another instance under ``sample``'s UIDs, with ``attributes`` changed."""
+    ds = sample.dataset
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return Sample(buffer.getvalue(), sample.study, sample.series, sample.instance, sample.sop_class)
+
+
+async def test_a_deleted_instance_is_refused_whatever_was_cached(served: ArchiveUnderTest):
+    ct, j2k = make_sample("ct"), make_sample("jpeg2000")
+    await _store(served, ct, j2k)
+    native = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+    reads = [
+        (_url(ct) + "/rendered", "image/png"),
+        (_url(ct) + "/thumbnail", "image/jpeg"),
+        (f"/dicom-web/studies/{ct.study}/series/{ct.series}/rendered", 'multipart/related; type="image/png"'),
+        (_url(j2k) + "/frames/1", native),
+        (_url(j2k), 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'),
+    ]
+    first = {}
+    for url, accept in reads:
+        response = await served.client.get(url, headers={"Accept": accept})
+        assert response.status_code == 200, url
+        first[url] = response.content
+    assert len(served.archive.pixel_sources) == 2  # one per stored object
+    for sample in (ct, j2k):
+        assert (await served.client.delete(_url(sample))).status_code == 204
+    for url, accept in reads:
+        assert (await served.client.get(url, headers={"Accept": accept})).status_code == 404, url
+    # Stored again under the same UIDs, with another window: rendered from the new
+    # instance's metadata, not from what was kept of the deleted one.
+    windowed = _restored(ct, WindowCenter=100000, WindowWidth=10)
+    await _store(served, windowed)
+    again = await served.client.get(_url(ct) + "/rendered", headers={"Accept": "image/png"})
+    assert again.status_code == 200
+    assert again.content != first[_url(ct) + "/rendered"]
+    assert _image(again.content).max() == 0  # everything below the window's centre
+    assert len(served.archive.pixel_sources) == 3

@@ -16,6 +16,7 @@ from app.dicom.rendering import (
     THUMBNAIL_SIZE,
     RenderOptions,
     Viewport,
+    encode_png,
     parse_rendered_params,
     parse_uri_params,
     render,
@@ -310,3 +311,15 @@ def test_the_full_range_of_signed_16_bit_values_spans_black_to_white() -> None:
     assert (image[0, 0], image[0, 1]) == (0, 255)
     expected = linear_exact(pixels.astype(np.float64), -0.5, 65535)
     assert np.array_equal(image, expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 63), (7, 9, 3), (128, 1, 3)])
+def test_png_files_decode_to_the_pixels_written(shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    image = Image.open(BytesIO(encode_png(pixels)))
+    image.load()  # Pillow checks every chunk's CRC and the deflate stream on the way
+    assert image.mode == ("RGB" if len(shape) == 3 else "L")
+    assert np.array_equal(np.asarray(image), pixels)
+    # Not a 16-bit or a two-sample array: those are no rendering's output.
+    with pytest.raises(ValueError, match="PNG"):
+        encode_png(pixels.astype(np.uint16))
