@@ -77,6 +77,7 @@ async def audit_events(
         hospital=hospital, patient_id=f.patient_id, study_uid=f.study_uid, subject=f.subject,
         share_id=f.share_id, since=f.since, until=f.until,
     )  # fmt: skip
+    await audit.visible(archive)
     async with audit.refusals(archive, trail):
         events = await audit_repository.search(archive.pool, scoped, limit, offset)
     await audit.commit(archive, trail, 200, f"{len(events)} events")

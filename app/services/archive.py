@@ -8,12 +8,12 @@ says what it touches."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
+from app.services.audit_writer import AuditWriter
 from app.services.budget import MemoryBudget
 from app.services.lru import LruBytes
 from app.settings import Settings
@@ -37,5 +37,5 @@ class Archive:
     render_budget: MemoryBudget
     #: Notices from every process on the database that a cached value changed.
     invalidations: Invalidations
-    #: One append to the audit sink at a time, so concurrent requests' lines never interleave.
-    audit_sink_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The audit trail's write-behind queue of read events, and the audit sink.
+    audit: AuditWriter

@@ -361,6 +361,7 @@ class Shares:
         await self.notices.opened(share_id)
 
     async def history(self, share_id: str) -> list[AuditEvent]:
+        await audit.visible(self.archive)
         return await audit_repository.search(self.archive.pool, AuditFilter(share_id=share_id), 500, 0)
 
 
