@@ -87,6 +87,8 @@ class AuditWriter:
         # queued when it began to be written.
         self._queued = self._written = 0
         self._progress = asyncio.Condition()
+        #: Set when the shutdown has begun writing what is queued.
+        self.closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -119,6 +121,7 @@ class AuditWriter:
 
     async def close(self) -> None:
         """Write what is queued (before the pool closes), then stop."""
+        self.closing = True
         try:
             await asyncio.wait_for(self.flush(), _CLOSE_TIMEOUT)
         except TimeoutError:
