@@ -194,7 +194,9 @@ _READS = frozenset(
 
 async def sending(archive: Archive, trail: Trail, body: Body) -> Body:
     """Record the access before the first byte of ``body`` leaves: a streamed response
-    cannot change its status afterwards (206 for a byte range or a partial answer)."""
+    cannot change its status afterwards (206 for a byte range or a partial answer). A
+    read's event is queued by then (a full queue holds the response back), and written
+    behind it."""
     await commit(archive, trail, body.status)
     return body
 

@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from app.dicom.audit_message import audit_message
@@ -98,8 +99,9 @@ class AuditWriter:
         return self._task is not None and not self._task.done()
 
     async def put(self, event: AuditEvent) -> None:
-        """Queue ``event``, waiting for room when the queue is full (never dropping it)."""
-        event.at = event.at or dt.datetime.now(dt.UTC)
+        """Queue ``event``, waiting for room when the queue is full (never dropping it).
+        What is recorded is the event as it is now, at the time it happened."""
+        event = replace(event, at=event.at or dt.datetime.now(dt.UTC))
         if not self.running:
             # Not started, or shut down (a request finishing late): written now.
             await self._write([event])
