@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
@@ -57,8 +57,7 @@ class AuditEvent:
     at: dt.datetime | None = None
 
     def values(self) -> list[Any]:
-        data = asdict(self)
-        return [_storable(data[c]) for c in _COLUMNS]
+        return [_storable(getattr(self, c)) for c in _COLUMNS]
 
 
 def _storable(value: Any) -> Any:

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Events written in one statement, at most.
 _BATCH = 500
+#: Seconds the writer lets events gather once the first has come (unless a flush waits):
+#: concurrent requests then share a statement instead of each waking the writer for its own.
+_LINGER = 0.002
 #: Seconds a request waits for room in a full queue before it is refused (503).
 _PUT_TIMEOUT = 30.0
 #: Seconds a shutdown waits for the queue to be written (the database may be away).
@@ -88,6 +91,8 @@ class AuditWriter:
         # queued when it began to be written.
         self._queued = self._written = 0
         self._progress = asyncio.Condition()
+        #: Set while someone waits for the queue to be written: no lingering then.
+        self._hurry = asyncio.Event()
         #: Set when the shutdown has begun writing what is queued.
         self.closing = False
 
@@ -106,20 +111,27 @@ class AuditWriter:
             # Not started, or shut down (a request finishing late): written now.
             await self._write([event])
             return
-        try:
-            # Not wait_for: no task between the event entering the queue and being
-            # counted, so the count follows the queue's order (see flush).
-            async with asyncio.timeout(_PUT_TIMEOUT):
-                await self._queue.put(event)
-        except TimeoutError:
-            raise StorageUnavailable("the audit trail cannot be written") from None
+        if self._queue.full():
+            try:
+                # Not wait_for: no task between the event entering the queue and being
+                # counted, so the count follows the queue's order (see flush).
+                async with asyncio.timeout(_PUT_TIMEOUT):
+                    await self._queue.put(event)
+            except TimeoutError:
+                raise StorageUnavailable("the audit trail cannot be written") from None
+        else:
+            self._queue.put_nowait(event)
         self._queued += 1
 
     async def flush(self) -> None:
         """Wait until every event queued before this call is in the database."""
         target = self._queued
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._written >= target or not self.running)
+        self._hurry.set()
+        try:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written >= target or not self.running)
+        finally:
+            self._hurry.clear()
 
     async def close(self) -> None:
         """Write what is queued (before the pool closes), then stop."""
@@ -136,6 +148,10 @@ class AuditWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_LINGER):
+                        await self._hurry.wait()
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write(batch)

@@ -51,6 +51,8 @@ async def _audit_locked(url: str) -> AsyncIterator[Callable[[], Awaitable[bool]]
             await conn.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
 
             async def waiting() -> bool:
+                # Inside a transaction the activity view is a snapshot: taken anew each time.
+                await conn.execute("SELECT pg_stat_clear_snapshot()")
                 return bool(
                     await conn.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
