@@ -145,6 +145,11 @@ class Invalidations:
                 self._conn.terminate()
                 return
 
+    def changed_here(self, kind: str, key: str) -> None:
+        """``kind:key`` changed, committed by this process: its caches forget it now, not
+        when its own notice comes back (the other processes' do then)."""
+        self._received(None, 0, CHANNEL, f"{kind}:{key}")
+
     def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         kind, _, key = payload.partition(":")
         self.generation += 1

@@ -195,9 +195,18 @@ async def add_session(pool: Pool, session_hash: bytes, share_id: str, expires_at
         await conn.execute(INSERT_SESSION, session_hash, share_id, expires_at)
 
 
-async def take_use(pool: Pool, share_id: str) -> bool:
+@dataclass(frozen=True)
+class Use:
+    """A use taken; ``last`` when the share has none left now."""
+
+    last: bool
+
+
+async def take_use(pool: Pool, share_id: str) -> Use | None:
+    """One use of a live share, or None (revoked, expired, used up)."""
     async with connection(pool) as conn:
-        return await conn.fetchval(TAKE_USE, share_id, invalidation.CHANNEL) is not None
+        row = await conn.fetchrow(TAKE_USE, share_id, invalidation.CHANNEL)
+    return None if row is None else Use(last=row["told"] is not None)
 
 
 async def by_creator(pool: Pool, created_by: str, limit: int) -> list[ShareRow]:

@@ -210,8 +210,8 @@ class Shares:
     async def revoke(self, by: Principal, trail: Trail, share_id: str) -> list[str]:
         share = await self.visible(by, share_id)
         revoked = await repository.revoke(self.archive.pool, share.id, by.subject)
-        # This process forgets them now; the others when the notice reaches them.
-        self._forget(set(revoked))
+        for share_id in revoked:
+            self.archive.invalidations.changed_here("share", share_id)
         trail.event.share_id = share_id
         await audit.commit(
             self.archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
@@ -303,12 +303,9 @@ class Shares:
         if kind is None:
             self._recalled.clear()
         elif kind == "share" and key:
-            self._forget({key})
-
-    def _forget(self, share_ids: set[str]) -> None:
-        for secret, held in list(self._recalled.items()):
-            if held.access.share.id in share_ids:
-                del self._recalled[secret]
+            for secret, held in list(self._recalled.items()):
+                if held.access.share.id == key:
+                    del self._recalled[secret]
 
     async def principal(self, secret: str) -> Principal:
         """The caller a share secret makes, for DICOMweb (PS3.18 by token)."""
@@ -403,7 +400,7 @@ class Shares:
 
     async def open_session(self, share: ShareRow) -> str:
         """A session for a gate passed: one use of the share."""
-        if not await repository.take_use(self.archive.pool, share.id):
+        if not await _take_use(self.archive, share.id):
             raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
         await self.notices.opened(share.id)
         secret = new_token()
@@ -418,7 +415,7 @@ class Shares:
 
     async def take_use(self, share_id: str) -> None:
         """One download: refused when the share is used up."""
-        if not await repository.take_use(self.archive.pool, share_id):
+        if not await _take_use(self.archive, share_id):
             raise Unauthorized("the share has been used up")
         await self.notices.opened(share_id)
 
@@ -432,8 +429,17 @@ async def take_download(archive: Archive, trail: Trail) -> None:
     refused when it is used up. Nothing for staff."""
     principal = trail.principal
     if principal is not None and principal.share_id is not None:
-        if not await repository.take_use(archive.pool, principal.share_id):
+        if not await _take_use(archive, principal.share_id):
             raise Unauthorized("the share has been used up")
+
+
+async def _take_use(archive: Archive, share_id: str) -> bool:
+    """One use of the share; after its last, this process forgets it at once (the others
+    when the notice the database sends reaches them)."""
+    use = await repository.take_use(archive.pool, share_id)
+    if use is not None and use.last:
+        archive.invalidations.changed_here("share", share_id)
+    return use is not None
 
 
 def principal_for(share: ShareRow) -> Principal:
