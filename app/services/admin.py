@@ -88,6 +88,7 @@ async def study_history(archive: Archive, hospital: str | None, study: str, limi
     """The accesses to ``study`` that ``hospital``'s trail holds, for the study's page,
     whose own access is recorded by the page's search (so nothing more is)."""
     scoped = AuditFilter(hospital=hospital, study_uid=study)
+    await audit.visible(archive)
     return await audit_repository.search(archive.pool, scoped, limit, 0)
 
 
