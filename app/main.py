@@ -59,6 +59,7 @@ from app.security.authenticator import Authenticator
 from app.security.keys import JwksKeys, LocalIssuer, key_source
 from app.security.share_secrets import Hasher
 from app.services.archive import Archive
+from app.services.audit_writer import AuditSink, AuditWriter
 from app.services.budget import MemoryBudget
 from app.services.jobs import Jobs
 from app.services.lru import LruBytes
@@ -196,6 +197,11 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         stack.push_async_callback(asyncio.to_thread, release)
     pool = await create_pool(dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max)
     stack.push_async_callback(pool.close)
+    # Pushed after the pool, so every queued read event is written before it closes (and
+    # after what may still record events: jobs, the DICOM listener, notices).
+    audit = AuditWriter(pool, AuditSink(settings), settings.audit_queue)
+    audit.start()
+    stack.push_async_callback(audit.close)
     if settings.auto_migrate:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -220,6 +226,7 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         thumbnails=thumbnails,
         render_budget=budget,
         invalidations=invalidations,
+        audit=audit,
     )
 
 

@@ -223,6 +223,10 @@ class Settings(BaseSettings):
     audit_sink: Path | None = None
     #: Audit Source ID in exported messages (PS3.15 A.5.2).
     audit_source_id: str = "filmless"
+    #: Read events (QIDO-RS, WADO-RS, metadata, WADO-URI) waiting to be written, at most,
+    #: per process: a request that finds the queue full waits for room (it is never
+    #: served unrecorded). Writes record their events in their own transaction.
+    audit_queue: int = Field(default=2000, ge=1)
 
     # --- Browsers on other origins (web viewers) ----------------------------------------
     #: Origins allowed to call the archive from a browser (CORS), e.g.

@@ -99,6 +99,11 @@ class ArchiveUnderTest:
         archive: Archive = self.app.state.running.archive
         return archive
 
+    async def audit_written(self) -> None:
+        """Wait until the read events queued so far are in the database (they are written
+        behind the requests, see app.services.audit_writer)."""
+        await self.archive.audit.flush()
+
     def token(self, hospital: str = HOSPITAL, roles: list[str] | None = None, subject: str = "tester") -> str:
         return token(self.settings, hospital, roles, subject)
 

@@ -53,7 +53,7 @@ async def route(scope: Scope, send: Send, secret: str) -> tuple[Scope, Send] | N
     for any other share, or an invalid secret, which authentication then refuses); None
     when it has been answered here (no match)."""
     shares = running_scope(scope).shares
-    access = await shares.resolve(secret)
+    access = await shares.recall(secret)
     key = None if access is None else shares.deidentify_key(access.share)
     if access is None or key is None:
         return scope, send

@@ -51,6 +51,12 @@ SWEEP_REMOVED = Counter("filmless_sweep_removed", "What the sweep removed, by ki
 SHARE_ACCESSES = Counter(
     "filmless_share_accesses", "Share accesses by recipients, by outcome (HTTP status)", ["outcome"]
 )
+AUDIT_BATCHES = Counter("filmless_audit_batches", "Batches of read events written to the audit trail")
+AUDIT_UNWRITABLE = Counter(
+    "filmless_audit_unwritable",
+    "Read events the audit trail refused (logged, by transaction)",
+    ["transaction"],
+)
 
 MEDIA_TYPE = CONTENT_TYPE_LATEST
 

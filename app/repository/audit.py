@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field, fields
+import json
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,13 @@ _COLUMNS = (
 INSERT = (
     f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))}) RETURNING pk, at"
+)
+# Many events in one statement (one round trip), each with the time it happened: the rows
+# of a JSON array, read as the table's own row type.
+INSERT_MANY = (
+    f"INSERT INTO audit_events (at, {', '.join(_COLUMNS)}) "
+    f"SELECT coalesce(at, clock_timestamp()), {', '.join(_COLUMNS)} "
+    "FROM jsonb_populate_recordset(NULL::audit_events, $1::jsonb)"
 )
 
 
@@ -49,8 +57,7 @@ class AuditEvent:
     at: dt.datetime | None = None
 
     def values(self) -> list[Any]:
-        data = asdict(self)
-        return [_storable(data[c]) for c in _COLUMNS]
+        return [_storable(getattr(self, c)) for c in _COLUMNS]
 
 
 def _storable(value: Any) -> Any:
@@ -78,6 +85,16 @@ async def insert(conn: asyncpg.Connection, event: AuditEvent) -> AuditEvent:
 async def record(pool: Pool, event: AuditEvent) -> AuditEvent:
     async with connection(pool) as conn:
         return await insert(conn, event)
+
+
+async def record_many(pool: Pool, events: list[AuditEvent]) -> None:
+    """Record ``events``, whose ``at`` is set, in one statement."""
+    rows = [
+        {"at": e.at.isoformat() if e.at else None, **dict(zip(_COLUMNS, e.values(), strict=True))}
+        for e in events
+    ]
+    async with connection(pool) as conn:
+        await conn.execute(INSERT_MANY, json.dumps(rows, separators=(",", ":")))
 
 
 @dataclass(frozen=True)

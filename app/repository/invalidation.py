@@ -23,7 +23,11 @@ Which caches there are, and why each is safe across processes:
 - thumbnails by object key (:class:`app.lru.LruBytes`): object keys are random, never
   reused, and name immutable content; an entry is only looked up after the request found
   and authorised the instance in the database, so a deleted study is refused before it.
-- shares are not cached: every request resolves its secret in the database.
+- a share by its secret (:class:`app.services.shares.Shares`): invalidated here when it is
+  revoked (with every share minted from it) or used up, in the transaction that does it;
+  its expiry (and its session's) is checked from the remembered row on every use. A
+  lockout bars answering a challenge or entering a code, never a secret already open,
+  so it changes nothing remembered.
 """
 
 from __future__ import annotations
@@ -51,10 +55,19 @@ Subscriber = Callable[[str | None, str | None], None]
 """Called with (kind, key) for a notice, or (None, None) to flush everything."""
 
 
+NOTIFY_EACH = "SELECT pg_notify($1, $2 || ':' || key) FROM unnest($3::text[]) AS key"
+
+
 async def notify(conn: asyncpg.Connection, kind: str, key: str) -> None:
     """Tell every process (this one included) that ``kind:key`` changed; delivered when the
     transaction ``conn`` is in commits, and not at all if it rolls back."""
     await conn.execute(NOTIFY, CHANNEL, f"{kind}:{key}")
+
+
+async def notify_each(conn: asyncpg.Connection, kind: str, keys: list[str]) -> None:
+    """:func:`notify` of each of ``keys``, in one round trip."""
+    if keys:
+        await conn.execute(NOTIFY_EACH, CHANNEL, kind, keys)
 
 
 class Invalidations:
@@ -131,6 +144,11 @@ class Invalidations:
                 self._lost.set()
                 self._conn.terminate()
                 return
+
+    def changed_here(self, kind: str, key: str) -> None:
+        """``kind:key`` changed, committed by this process: its caches forget it now, not
+        when its own notice comes back (the other processes' do then)."""
+        self._received(None, 0, CHANNEL, f"{kind}:{key}")
 
     def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         kind, _, key = payload.partition(":")

@@ -6,14 +6,16 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from app.repository import invalidation
 from app.repository.database import Pool, connection, transaction
 
-_SHARE = """
-SELECT s.id, s.hospital_pk, h.code AS hospital, h.name AS hospital_name, s.created_by, s.created_at,
-       s.expires_at, s.max_uses, s.uses, s.permissions, s.recipient, s.challenge, s.challenge_hash,
-       s.parent_id, s.revoked_at, s.revoked_by, s.deidentify, s.notify_email,
+_SHARE_COLUMNS = """s.id, s.hospital_pk, h.code AS hospital, h.name AS hospital_name, s.created_by,
+       s.created_at, s.expires_at, s.max_uses, s.uses, s.permissions, s.recipient, s.challenge,
+       s.challenge_hash, s.parent_id, s.revoked_at, s.revoked_by, s.deidentify, s.notify_email,
        ARRAY(SELECT ss.study_instance_uid FROM share_studies ss WHERE ss.share_id = s.id
-             ORDER BY ss.study_instance_uid) AS studies
+             ORDER BY ss.study_instance_uid) AS studies"""
+_SHARE = f"""
+SELECT {_SHARE_COLUMNS}
 FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk"""
 
 INSERT_SHARE = """
@@ -22,19 +24,29 @@ INSERT INTO shares (id, token_hash, code_hash, hospital_pk, created_by, expires_
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"""
 INSERT_STUDIES = "INSERT INTO share_studies (share_id, study_instance_uid) SELECT $1, unnest($2::text[])"
 SELECT_BY_ID = _SHARE + " WHERE s.id = $1"
-SELECT_BY_TOKEN = _SHARE + " WHERE s.token_hash = $1"
 SELECT_BY_CODE = _SHARE + " WHERE s.code_hash = $1"
 # A creator's own shares, newest first (a patient's, made from the portal).
 SELECT_BY_CREATOR = _SHARE + " WHERE s.created_by = $1 ORDER BY s.created_at DESC, s.id LIMIT $2"
-SELECT_BY_SESSION = (
-    _SHARE + " JOIN share_sessions x ON x.share_id = s.id WHERE x.token_hash = $1 AND x.expires_at > now()"
-)
+# The share a secret opens, as a link's token ($1) or a session's ($2), in one round trip;
+# a session's own end, which may come before the share's.
+SELECT_BY_SECRET = f"""
+SELECT {_SHARE_COLUMNS}, false AS via_session, NULL::timestamptz AS session_expires_at
+FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk WHERE s.token_hash = $1
+UNION ALL
+SELECT {_SHARE_COLUMNS}, true, x.expires_at
+FROM shares s JOIN hospitals h ON h.pk = s.hospital_pk JOIN share_sessions x ON x.share_id = s.id
+WHERE x.token_hash = $2 AND x.expires_at > now()
+LIMIT 1"""
 INSERT_SESSION = "INSERT INTO share_sessions (token_hash, share_id, expires_at) VALUES ($1, $2, $3)"
-# A use is taken only from a share that is live and not exhausted, atomically.
+# A use is taken only from a share that is live and not exhausted, atomically; the last
+# one tells every process (app.repository.invalidation) to forget the share, at commit.
 TAKE_USE = """
-UPDATE shares SET uses = uses + 1
-WHERE id = $1 AND revoked_at IS NULL AND expires_at > now() AND (max_uses IS NULL OR uses < max_uses)
-RETURNING uses"""
+WITH used AS (
+    UPDATE shares SET uses = uses + 1
+    WHERE id = $1 AND revoked_at IS NULL AND expires_at > now() AND (max_uses IS NULL OR uses < max_uses)
+    RETURNING id, uses, max_uses
+)
+SELECT uses, CASE WHEN uses >= max_uses THEN pg_notify($2, 'share:' || id)::text END AS told FROM used"""
 # Revoking a share revokes every share minted from it, at any depth.
 REVOKE = """
 WITH RECURSIVE tree AS (
@@ -152,16 +164,30 @@ async def by_id(pool: Pool, share_id: str) -> ShareRow | None:
     return await _one(pool, SELECT_BY_ID, share_id)
 
 
-async def by_token(pool: Pool, token_hash: bytes) -> ShareRow | None:
-    return await _one(pool, SELECT_BY_TOKEN, token_hash)
-
-
 async def by_code(pool: Pool, code_hash: bytes) -> ShareRow | None:
     return await _one(pool, SELECT_BY_CODE, code_hash)
 
 
-async def by_session(pool: Pool, session_hash: bytes) -> ShareRow | None:
-    return await _one(pool, SELECT_BY_SESSION, session_hash)
+@dataclass(frozen=True)
+class Opened:
+    """The share a secret opens, and how."""
+
+    share: ShareRow
+    via_session: bool
+    #: A session's end (never after the share's); None for a link's token.
+    session_expires_at: dt.datetime | None
+
+
+async def by_secret(pool: Pool, token_hash: bytes, session_hash: bytes) -> Opened | None:
+    """The share whose link token hashes to ``token_hash``, or whose live session's secret
+    hashes to ``session_hash``."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(SELECT_BY_SECRET, token_hash, session_hash)
+    if row is None:
+        return None
+    found = dict(row)
+    via, until = found.pop("via_session"), found.pop("session_expires_at")
+    return Opened(ShareRow(**found), via, until)
 
 
 async def add_session(pool: Pool, session_hash: bytes, share_id: str, expires_at: dt.datetime) -> None:
@@ -169,9 +195,18 @@ async def add_session(pool: Pool, session_hash: bytes, share_id: str, expires_at
         await conn.execute(INSERT_SESSION, session_hash, share_id, expires_at)
 
 
-async def take_use(pool: Pool, share_id: str) -> bool:
+@dataclass(frozen=True)
+class Use:
+    """A use taken; ``last`` when the share has none left now."""
+
+    last: bool
+
+
+async def take_use(pool: Pool, share_id: str) -> Use | None:
+    """One use of a live share, or None (revoked, expired, used up)."""
     async with connection(pool) as conn:
-        return await conn.fetchval(TAKE_USE, share_id) is not None
+        row = await conn.fetchrow(TAKE_USE, share_id, invalidation.CHANNEL)
+    return None if row is None else Use(last=row["told"] is not None)
 
 
 async def by_creator(pool: Pool, created_by: str, limit: int) -> list[ShareRow]:
@@ -181,9 +216,12 @@ async def by_creator(pool: Pool, created_by: str, limit: int) -> list[ShareRow]:
 
 
 async def revoke(pool: Pool, share_id: str, by: str) -> list[str]:
-    """Revoke a share and its descendants; the ids revoked now."""
+    """Revoke a share and its descendants; the ids revoked now. Every process forgets
+    them at commit: the notices go in the same transaction."""
     async with transaction(pool) as conn:
-        return [r["id"] for r in await conn.fetch(REVOKE, share_id, by)]
+        revoked = [r["id"] for r in await conn.fetch(REVOKE, share_id, by)]
+        await invalidation.notify_each(conn, "share", revoked)
+    return revoked
 
 
 async def tidy(pool: Pool, failure_window: int) -> None:

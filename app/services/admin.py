@@ -77,6 +77,7 @@ async def audit_events(
         hospital=hospital, patient_id=f.patient_id, study_uid=f.study_uid, subject=f.subject,
         share_id=f.share_id, since=f.since, until=f.until,
     )  # fmt: skip
+    await audit.visible(archive)
     async with audit.refusals(archive, trail):
         events = await audit_repository.search(archive.pool, scoped, limit, offset)
     await audit.commit(archive, trail, 200, f"{len(events)} events")
@@ -87,6 +88,7 @@ async def study_history(archive: Archive, hospital: str | None, study: str, limi
     """The accesses to ``study`` that ``hospital``'s trail holds, for the study's page,
     whose own access is recorded by the page's search (so nothing more is)."""
     scoped = AuditFilter(hospital=hospital, study_uid=study)
+    await audit.visible(archive)
     return await audit_repository.search(archive.pool, scoped, limit, 0)
 
 

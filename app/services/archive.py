@@ -8,13 +8,13 @@ says what it touches."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from app.dicom.pixel_source import PixelSource
 from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
+from app.services.audit_writer import AuditWriter
 from app.services.budget import MemoryBudget
 from app.services.lru import Lru, LruBytes
 from app.settings import Settings
@@ -38,8 +38,8 @@ class Archive:
     render_budget: MemoryBudget
     #: Notices from every process on the database that a cached value changed.
     invalidations: Invalidations
-    #: One append to the audit sink at a time, so concurrent requests' lines never interleave.
-    audit_sink_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The audit trail's write-behind queue of read events, and the audit sink.
+    audit: AuditWriter
     #: What decoding and rendering derive from an instance's metadata, by object key
     #: (app.services.pixel_sources). Not invalidated, for the reasons the thumbnails are not:
     #: an entry is only looked up with a key the request has just read from the index row it

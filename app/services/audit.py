@@ -4,19 +4,17 @@ A :class:`Trail` starts with each request, before authentication, so refused att
 recorded too (an HTTP request's in :mod:`app.http.trails`, from the request's facts); the
 service fills in what was touched and commits it before answering, and the error handler
 commits it for requests that fail. Writes of STOW-RS and DELETE record
-their events inside the transaction that makes the change.
+their events inside the transaction that makes the change; other writes record theirs
+before answering; reads hand theirs to the write-behind queue
+(:mod:`app.services.audit_writer`), which writes them in batches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import logging
 from collections.abc import AsyncIterator, Iterable
 from enum import Enum
 
-from app.dicom.audit_message import audit_message
 from app.errors import FilmlessError
 from app.observability import metrics
 from app.repository import audit as repository
@@ -26,8 +24,6 @@ from app.security.principal import Principal
 from app.security.scope import Scope
 from app.services.archive import Archive
 from app.services.bodies import Body
-
-log = logging.getLogger(__name__)
 
 
 class Transaction(Enum):
@@ -169,6 +165,10 @@ async def commit(archive: Archive, trail: Trail, status: int, detail: str | None
     trail.event.outcome, trail.event.detail = status, detail
     if trail.event.transaction in _RECIPIENT_TRANSACTIONS:
         metrics.SHARE_ACCESSES.labels(str(status)).inc()
+    if trail.event.transaction in _READS:
+        # Written behind the request, in a batch with others, and exported with it.
+        await archive.audit.put(trail.event)
+        return
     await repository.record(archive.pool, trail.event)
     await export(archive, [trail.event])
 
@@ -186,11 +186,17 @@ async def refusals(archive: Archive, trail: Trail, prefix: str = "") -> AsyncIte
 
 
 _RECIPIENT_TRANSACTIONS = frozenset({Transaction.SHARE_ACCESS.value, Transaction.SHARE_DOWNLOAD.value})
+#: Transactions that change nothing: their events need no transaction of their own.
+_READS = frozenset(
+    t.value for t in (Transaction.QIDO, Transaction.WADO, Transaction.METADATA, Transaction.WADO_URI)
+)
 
 
 async def sending(archive: Archive, trail: Trail, body: Body) -> Body:
     """Record the access before the first byte of ``body`` leaves: a streamed response
-    cannot change its status afterwards (206 for a byte range or a partial answer)."""
+    cannot change its status afterwards (206 for a byte range or a partial answer). A
+    read's event is queued by then (a full queue holds the response back), and written
+    behind it."""
     await commit(archive, trail, body.status)
     return body
 
@@ -202,21 +208,9 @@ def stored_in_transaction(trail: Trail) -> None:
 
 async def export(archive: Archive, events: list[AuditEvent]) -> None:
     """Append DICOM audit messages for ``events`` to the configured sink (JSON lines)."""
-    sink = archive.settings.audit_sink
-    if sink is None or not events:
-        return
-    lines = "".join(
-        json.dumps(audit_message(e, archive.settings.audit_source_id), separators=(",", ":")) + "\n"
-        for e in events
-    )
-    try:
-        async with archive.audit_sink_lock:
-            await asyncio.to_thread(_append, sink, lines)
-    except OSError as exc:
-        # The database holds the trail; the sink is a copy for the ATNA repository.
-        log.warning("cannot write to the audit sink: %s", exc)
+    await archive.audit.sink.append(events)
 
 
-def _append(path: object, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as file:  # type: ignore[call-overload]
-        file.write(text)
+async def visible(archive: Archive) -> None:
+    """Before reading the trail: this process's read events queued so far are written."""
+    await archive.audit.flush()

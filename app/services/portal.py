@@ -249,6 +249,7 @@ class Portal:
     ) -> tuple[ShareRow, list[AuditEvent]]:
         """One of the patient's shares and who opened what of it."""
         share = await self._own(patient, trail, share_id)
+        await audit.visible(self.archive)
         history = await audit_rows.search(self.archive.pool, AuditFilter(share_id=share.id), 500, 0)
         trail.note(studies=share.studies, owners=[share.hospital])
         await audit.commit(self.archive, trail, 200)
@@ -258,6 +259,8 @@ class Portal:
         """Revoke one of the patient's shares (and any shared on from it)."""
         share = await self._own(patient, trail, share_id)
         revoked = await share_rows.revoke(self.archive.pool, share.id, patient.subject)
+        for revoked_id in revoked:  # forgotten here at once, elsewhere at the notice
+            self.archive.invalidations.changed_here("share", revoked_id)
         await audit.commit(
             self.archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +44,11 @@ PERMISSIONS = ("view", "download", "reshare")
 #: Replacement UIDs of de-identifying shares kept in memory, at most (about 200 bytes each).
 _PSEUDONYMS_HELD = 500_000
 _RIGHTS = {"view": {Right.READ}, "download": {Right.READ, Right.DOWNLOAD}, "reshare": set()}
+#: Seconds an opened secret is remembered (see :meth:`Shares.recall`), and how many at most.
+#: A revocation or the last use reaches every process at once through
+#: :mod:`app.repository.invalidation`; the TTL only bounds memory of secrets no longer used.
+_RECALL_TTL = 60.0
+_RECALL_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,23 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclass(frozen=True)
+class _Recalled:
+    access: Access
+    #: When the secret stops opening the share: the share's expiry, or its session's.
+    until: dt.datetime
+    #: When to look it up again (time.monotonic()).
+    fresh_until: float
+
+
 class Shares:
     def __init__(self, archive: Archive, hasher: Hasher) -> None:
         self.archive, self.hasher = archive, hasher
         self._pseudonyms: OrderedDict[str, Pseudonyms] = OrderedDict()
         self.notices = Notices(archive)
+        #: Secrets opened lately, by their hash as a link token.
+        self._recalled: dict[bytes, _Recalled] = {}
+        archive.invalidations.subscribe(self._invalidate)
 
     # --- staff ---------------------------------------------------------------------------
 
@@ -192,6 +210,8 @@ class Shares:
     async def revoke(self, by: Principal, trail: Trail, share_id: str) -> list[str]:
         share = await self.visible(by, share_id)
         revoked = await repository.revoke(self.archive.pool, share.id, by.subject)
+        for share_id in revoked:
+            self.archive.invalidations.changed_here("share", share_id)
         trail.event.share_id = share_id
         await audit.commit(
             self.archive, trail, 200, f"revoked {', '.join(revoked) or 'nothing (already revoked)'}"
@@ -239,18 +259,57 @@ class Shares:
 
     async def resolve(self, secret: str) -> Access | None:
         """The live share a secret opens, or None (unknown, expired, revoked, used up)."""
-        share = await repository.by_token(self.archive.pool, self.hasher.digest("token", secret))
-        via_session = False
-        if share is None:
-            share = await repository.by_session(self.archive.pool, self.hasher.digest("session", secret))
-            via_session = True
-        if share is None or share.state(now()) != "active":
+        opened = await self._open(secret)
+        return None if opened is None else opened.access
+
+    async def _open(self, secret: str) -> _Recalled | None:
+        h = self.hasher
+        found = await repository.by_secret(
+            self.archive.pool, h.digest("token", secret), h.digest("session", secret)
+        )
+        if found is None or found.share.state(now()) != "active":
             return None
-        return Access(share, via_session)
+        until = min(found.share.expires_at, found.session_expires_at or found.share.expires_at)
+        return _Recalled(Access(found.share, found.via_session), until, time.monotonic() + _RECALL_TTL)
+
+    async def recall(self, secret: str) -> Access | None:
+        """:meth:`resolve`, from memory when the secret was opened lately: a viewer sends it
+        with every request. Its expiry is checked on every use; a revocation or its last
+        use is a notice that makes every process forget it (see
+        :mod:`app.repository.invalidation`), and nothing is served from memory while
+        those notices may be missed. The use count remembered may be behind: what takes
+        a use does so in the database, atomically."""
+        key = self.hasher.digest("token", secret)
+        invalidations = self.archive.invalidations
+        held = self._recalled.get(key) if invalidations.live else None
+        if held is not None and held.fresh_until > time.monotonic():
+            if held.until > now():
+                return held.access
+            self._recalled.pop(key, None)
+            return None
+        generation = invalidations.generation
+        opened = await self._open(secret)
+        if opened is None:
+            self._recalled.pop(key, None)
+            return None
+        # Not remembered if a notice (or a flush) came while it was looked up.
+        if invalidations.live and generation == invalidations.generation:
+            if len(self._recalled) >= _RECALL_MAX:
+                self._recalled.clear()
+            self._recalled[key] = opened
+        return opened.access
+
+    def _invalidate(self, kind: str | None, key: str | None) -> None:
+        if kind is None:
+            self._recalled.clear()
+        elif kind == "share" and key:
+            for secret, held in list(self._recalled.items()):
+                if held.access.share.id == key:
+                    del self._recalled[secret]
 
     async def principal(self, secret: str) -> Principal:
         """The caller a share secret makes, for DICOMweb (PS3.18 by token)."""
-        access = await self.resolve(secret)
+        access = await self.recall(secret)
         if access is None:
             raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
         if access.needs_challenge:
@@ -341,7 +400,7 @@ class Shares:
 
     async def open_session(self, share: ShareRow) -> str:
         """A session for a gate passed: one use of the share."""
-        if not await repository.take_use(self.archive.pool, share.id):
+        if not await _take_use(self.archive, share.id):
             raise Unauthorized("the share link is not valid (unknown, expired, revoked or used up)")
         await self.notices.opened(share.id)
         secret = new_token()
@@ -356,11 +415,12 @@ class Shares:
 
     async def take_use(self, share_id: str) -> None:
         """One download: refused when the share is used up."""
-        if not await repository.take_use(self.archive.pool, share_id):
+        if not await _take_use(self.archive, share_id):
             raise Unauthorized("the share has been used up")
         await self.notices.opened(share_id)
 
     async def history(self, share_id: str) -> list[AuditEvent]:
+        await audit.visible(self.archive)
         return await audit_repository.search(self.archive.pool, AuditFilter(share_id=share_id), 500, 0)
 
 
@@ -369,8 +429,17 @@ async def take_download(archive: Archive, trail: Trail) -> None:
     refused when it is used up. Nothing for staff."""
     principal = trail.principal
     if principal is not None and principal.share_id is not None:
-        if not await repository.take_use(archive.pool, principal.share_id):
+        if not await _take_use(archive, principal.share_id):
             raise Unauthorized("the share has been used up")
+
+
+async def _take_use(archive: Archive, share_id: str) -> bool:
+    """One use of the share; after its last, this process forgets it at once (the others
+    when the notice the database sends reaches them)."""
+    use = await repository.take_use(archive.pool, share_id)
+    if use is not None and use.last:
+        archive.invalidations.changed_here("share", share_id)
+    return use is not None
 
 
 def principal_for(share: ShareRow) -> Principal:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
 
 
 async def _events(served: ArchiveUnderTest, subject: str) -> list[dict[str, Any]]:
+    await served.audit_written()
     conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
     try:
         rows = await conn.fetch("SELECT * FROM audit_events WHERE subject = $1 ORDER BY pk", subject)
@@ -192,6 +193,7 @@ async def test_dicom_audit_messages_go_to_the_sink(served: ArchiveUnderTest, tmp
         await _store(client, sample)
         await client.get("/dicom-web/studies", params={"PatientID": "ATNA-1"})
         await client.get(f"/dicom-web/studies/{sample.study}")
+    await served.audit_written()
     messages = [json.loads(line) for line in sink.read_text().splitlines()]
     ours = [m for m in messages if m["ActiveParticipant"][0]["UserID"] == subject]
     assert [m["EventIdentification"]["EventID"]["csd-code"] for m in ours] == ["110104", "110112", "110104"]

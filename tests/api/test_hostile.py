@@ -35,6 +35,7 @@ def _instance(s: Sample) -> str:
 
 
 async def _events(served: ArchiveUnderTest, where: str = "true") -> list[asyncpg.Record]:
+    await served.audit_written()
     conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
     try:
         return list(await conn.fetch(f"SELECT * FROM audit_events WHERE {where} ORDER BY pk"))
@@ -203,20 +204,28 @@ async def test_a_shares_trail_includes_its_recipients(served: ArchiveUnderTest):
 
 
 def test_forwarded_headers_are_not_trusted_by_default(live_server: LiveServer, clean_db: str):
+    marker = "forwarded-" + os.urandom(4).hex()
     for n in range(3):
         response = httpx.get(
-            live_server.dicomweb + "/studies", headers={"X-Forwarded-For": f"203.0.113.{n}"}, timeout=10
+            live_server.dicomweb + "/studies",
+            headers={"X-Forwarded-For": f"203.0.113.{n}", "User-Agent": marker},
+            timeout=10,
         )
         assert response.status_code == 401
 
-    async def addresses() -> set[str]:
+    async def addresses() -> list[str]:
         conn = await asyncpg.connect(clean_db)
         try:
-            return {r[0] for r in await conn.fetch("SELECT DISTINCT client_address FROM audit_events")}
+            rows = await conn.fetch("SELECT client_address FROM audit_events WHERE user_agent = $1", marker)
+            return [r[0] for r in rows]
         finally:
             await conn.close()
 
-    assert asyncio.run(addresses()) == {"127.0.0.1"}
+    # Read events are written behind the response: within milliseconds.
+    deadline = time.monotonic() + 10
+    while len(found := asyncio.run(addresses())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found == ["127.0.0.1"] * 3
 
 
 @FILESYSTEM
