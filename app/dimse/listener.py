@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import logging
 import math
@@ -25,7 +26,7 @@ import threading
 from typing import Any, cast
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -83,6 +84,10 @@ class SharedPortServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, bound with ``SO_REUSEPORT`` so that every worker
     process of one archive node can listen on the same DICOM port (see the module doc)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.contexts = _Contexts(self.contexts)
+
     def server_bind(self) -> None:
         if SHARED_PORT:
             sock = cast(socket.socket, self.socket)
@@ -95,6 +100,22 @@ class SharedPortServer(ThreadedAssociationServer):
         association threads sooner; in the archive's process that holds the interpreter
         lock — and every HTTP request waiting on it — for as long as a full collection
         of its heap takes, and the interpreter's collector frees them anyway."""
+
+
+class _Contexts(list[PresentationContext]):
+    """The presentation contexts the listener supports, which pynetdicom deep-copies for
+    every association it accepts, to negotiate on copies of its own. Deep-copying a few
+    hundred contexts, each UID a ``str`` subclass reconstructed one by one, cost more CPU
+    than a C-STORE; each copy here is the context with its own list of the same,
+    immutable, transfer syntax UIDs: everything negotiation may change."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            twin = copy.copy(context)
+            twin._transfer_syntax = list(context._transfer_syntax)
+            copies.append(twin)
+        return copies
 
 
 def application_entity(settings: Settings) -> AE:
