@@ -118,10 +118,16 @@ def _prepare_file(path: Path) -> tuple[SpooledPart, Prepared | HeaderError]:
     """A file on disk as a spooled part, with its size and SHA-256, prepared (blocking)."""
     hasher = hashlib.sha256()
     size = 0
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(CHUNK_SIZE):
+                hasher.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        # One unreadable file (a C-STORE given up on by its timeout, whose spool file went
+        # with it) fails alone, not the batch it was taken into.
+        log.warning("an instance to store could not be read: %s", type(exc).__name__)
+        return SpooledPart({}, None, path, 0, b""), HeaderError("the file could not be read")
     part = SpooledPart({}, None, path, size, hasher.digest())
     return part, _prepared(part)
 
