@@ -25,11 +25,13 @@ ANNA, BERT = "anna@home.example", "bert@home.example"
 
 async def _last(archive: ArchiveUnderTest) -> int:
     """The audit trail's last event so far (the trail is append-only: kept across tests)."""
+    await archive.audit_written()
     pool = archive.app.state.running.archive.pool
     return int(await pool.fetchval("SELECT coalesce(max(pk), 0) FROM audit_events"))
 
 
 async def _events(archive: ArchiveUnderTest, transaction: str, after: int) -> list[dict[str, object]]:
+    await archive.audit_written()
     pool = archive.app.state.running.archive.pool
     rows = await pool.fetch(
         "SELECT subject, outcome, detail, share_id, study_uids, patient_ids, instances FROM audit_events "

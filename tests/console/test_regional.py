@@ -71,6 +71,7 @@ async def test_a_regional_reader_finds_a_patient_at_every_member(console: Archiv
         assert refused.status_code == 403 and "CT there" not in refused.text
         link_page = await reader.get(f"/console/studies/{theirs}", params=PATIENT)
         assert link_page.status_code == 404
+    await console.audit_written()
     events = await pool.fetch(
         "SELECT subject, outcome, owner_hospitals, study_uids FROM audit_events "
         "WHERE pk > $1 AND path = '/console/regional' ORDER BY pk",

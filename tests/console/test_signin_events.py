@@ -30,6 +30,7 @@ async def _last(archive: ArchiveUnderTest) -> int:
 
 
 async def _events(archive: ArchiveUnderTest, after: int) -> list[dict[str, object]]:
+    await archive.audit_written()
     pool = archive.app.state.running.archive.pool
     rows = await pool.fetch(
         "SELECT transaction, subject, hospital, outcome, detail, path, client_address FROM audit_events "
