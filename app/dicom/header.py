@@ -68,10 +68,12 @@ _BINARY_VRS = (BYTES_VR | AMBIGUOUS_VR) - {VR.US_SS}
 _FIXED_BINARY_VRS = BYTES_VR - {VR.UN}
 # PS3.5 §9.1: a UID is at most 64 characters of digits and dots.
 _UID = re.compile(r"[0-9.]{1,64}")
-# What pydicom raises, besides its own InvalidDicomError, on malformed input.
+# What pydicom raises, besides its own InvalidDicomError, on malformed input. It reads
+# nested sequences (PS3.5 §7.5) recursively: sequences nested deeper than the interpreter's
+# recursion limit allows are a RecursionError, which unwinds like any other.
 _PARSE_ERRORS = (
     InvalidDicomError, BytesLengthException, EOFError, ValueError, struct.error, OSError,
-    KeyError, IndexError, TypeError, NotImplementedError, OverflowError, zlib.error,
+    KeyError, IndexError, TypeError, NotImplementedError, OverflowError, zlib.error, RecursionError,
 )  # fmt: skip
 
 
