@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 import struct
 
+from tests.samples import make_sample, multipart_body
+
 KINDS = ("flip", "truncate", "lengths", "splice", "deep", "huge")
 
 #: Explicit VR VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2).
@@ -62,6 +64,28 @@ def mutate(data: bytes, rng: random.Random, *, start: int = 128) -> tuple[str, b
         tag, vr = rng.choice(_HUGE_TARGETS)
         _replace(buffer, tag, _huge_element(rng, tag, vr))
     return kind, bytes(buffer)
+
+
+def stow_request(rng: random.Random, studies: list[str]) -> tuple[str, bytes, str]:
+    """A seeded STOW-RS request of 1 to 3 new instances, most of them mutated, its framing
+    sometimes broken too: (path, body, Content-Type). ``studies`` are stored studies a
+    request may name in its path."""
+    fresh = [make_sample(rng.choice(["ct", "mr", "jpeg", "rle"])) for _ in range(rng.randint(1, 3))]
+    parts = [mutate(s.data, rng)[1] if rng.random() < 0.8 else s.data for s in fresh]
+    body, ctype = multipart_body(parts)
+    framing = rng.random()
+    if framing < 0.1:
+        body = body[: rng.randrange(len(body))]  # cut off mid-body
+    elif framing < 0.15:
+        ctype = ctype.split(";")[0]  # no boundary
+    elif framing < 0.2:
+        ctype = rng.choice(["application/dicom", "text/plain", "multipart/related; boundary=", "x"])
+    path = (
+        "/dicom-web/studies"
+        if rng.random() < 0.8 or not studies
+        else f"/dicom-web/studies/{rng.choice(studies)}"
+    )
+    return path, body, ctype
 
 
 def _deep_sequence(rng: random.Random) -> bytes:

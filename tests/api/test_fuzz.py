@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fixtures import ArchiveUnderTest
-from tests.mutations import mutate
+from tests.mutations import stow_request
 from tests.samples import Sample, make_sample, multipart_body
 
 pytestmark = [
@@ -174,17 +174,7 @@ def _wado_uri(rng: random.Random, samples: list[Sample]) -> Request:
 
 
 def _stow(rng: random.Random, samples: list[Sample]) -> Request:
-    fresh = [make_sample(rng.choice(["ct", "mr", "jpeg", "rle"])) for _ in range(rng.randint(1, 3))]
-    parts = [mutate(s.data, rng)[1] if rng.random() < 0.8 else s.data for s in fresh]
-    body, ctype = multipart_body(parts)
-    framing = rng.random()
-    if framing < 0.1:
-        body = body[: rng.randrange(len(body))]  # cut off mid-body
-    elif framing < 0.15:
-        ctype = ctype.split(";")[0]  # no boundary
-    elif framing < 0.2:
-        ctype = rng.choice(["application/dicom", "text/plain", "multipart/related; boundary=", "x"])
-    path = "/dicom-web/studies" if rng.random() < 0.8 else f"/dicom-web/studies/{rng.choice(samples).study}"
+    path, body, ctype = stow_request(rng, [s.study for s in samples])
     return "POST", path, {"content": body, "headers": {"Content-Type": ctype}}
 
 

@@ -382,3 +382,14 @@ def test_sequences_nested_too_deep_are_a_header_error(tmp_path: Path) -> None:
     data = original[:at] + sq * 5000 + closers * 5000 + original[at:]
     with pytest.raises(HeaderError, match="RecursionError"):
         read_header(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "IssuerOfPatientID", "AccessionNumber", "Modality"])
+def test_keys_too_long_to_index_are_a_header_error(tmp_path: Path, keyword: str) -> None:
+    ds = minimal_dataset()
+    setattr(ds, keyword, "A" * 64)  # over its VR's maximum for some, still indexed
+    read_header(save(ds, tmp_path / "long.dcm", ExplicitVRLittleEndian))
+    ds[keyword].VR = "UT"  # a value no index entry could hold, as a careless sender writes it
+    ds[keyword].value = "A" * 70_000
+    with pytest.raises(HeaderError, match=keyword):
+        read_header(save(ds, tmp_path / "huge.dcm", ExplicitVRLittleEndian))
