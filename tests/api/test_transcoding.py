@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,50 @@ def _undecodable() -> Sample:
     return Sample(
         out.getvalue(), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID
     )
+
+
+def _jpeg_ct(**attributes: Any) -> Sample:
+    """A JPEG Baseline instance of the same kind as :func:`_undecodable` (8-bit
+    MONOCHROME2), whose codestream decodes."""
+    from PIL import Image
+
+    ds = make_sample("ct").dataset
+    jpeg = io.BytesIO()
+    Image.fromarray(np.arange(128 * 128, dtype=np.uint8).reshape(128, 128)).save(jpeg, "JPEG")
+    ds.PixelData = encapsulate([jpeg.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return Sample(
+        out.getvalue(), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID
+    )
+
+
+async def test_a_later_instance_that_cannot_be_converted_is_a_failed_part(served: ArchiveUnderTest):
+    # Tried up front, the first of their kind converts: the response starts as a 200. The
+    # second of the kind fails once it has started, and is sent as a failed part naming it.
+    good = _jpeg_ct(InstanceNumber=1)
+    bad = _undecodable()
+    ds = bad.dataset
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = good.study, good.series, 2
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    bad = Sample(out.getvalue(), good.study, good.series, bad.instance, bad.sop_class)
+    await _store(served.client, [good, bad])
+    study = await served.client.get(f"/dicom-web/studies/{good.study}", headers={"Accept": DICOM})
+    assert study.status_code == 200
+    first, failed = split_multipart(study.content, study.headers["content-type"])
+    assert first[0]["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    converted = pydicom.dcmread(io.BytesIO(first[1]))
+    assert converted.SOPInstanceUID == good.instance and converted.pixel_array.shape == (128, 128)
+    assert failed[0]["content-type"] == "application/json"
+    assert failed[0]["content-location"] == _url(bad).removeprefix("/dicom-web")
+    problem = json.loads(failed[1])
+    assert problem["status"] == 406 and "transfer-syntax=*" in problem["message"]
 
 
 async def test_a_conversion_that_fails_is_refused_before_the_response(served: ArchiveUnderTest):
