@@ -26,9 +26,10 @@ STALL = 2.0
 
 
 def _fds(node: InProcessNode) -> int:
-    """The server's open files other than sockets. Its sockets to PostgreSQL and the
-    object store belong to pools that may grow under load and keep what they opened;
-    connections from clients are counted by :func:`_client_connections`."""
+    """The open files other than sockets of the process the server runs in (the test's
+    own, which opens none between the counts). Its sockets to PostgreSQL and the object
+    store belong to pools that may grow under load and keep what they opened; connections
+    from clients are counted by :func:`_client_connections`."""
     fd_dir = Path(f"/proc/{node.pid}/fd")
     count = 0
     for fd in fd_dir.iterdir():
