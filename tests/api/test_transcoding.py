@@ -5,6 +5,7 @@ conversions that cannot be done refused before the response starts."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import shutil
@@ -222,6 +223,24 @@ async def test_a_later_instance_that_cannot_be_converted_is_a_failed_part(served
     assert failed[0]["content-location"] == _url(bad).removeprefix("/dicom-web")
     problem = json.loads(failed[1])
     assert problem["status"] == 406 and "transfer-syntax=*" in problem["message"]
+
+    # Through a de-identifying share, the failed part names the instance by its new UIDs.
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    body = {"studies": [good.study], "expires_at": expires, "permissions": ["view", "download"],
+            "deidentify": True}  # fmt: skip
+    share = await served.client.post("/api/shares", json=body)
+    assert share.status_code == 201, share.text
+    root = f"/share/{share.json()['token']}/dicom-web"
+    async with httpx.AsyncClient(transport=served.client._transport, base_url="http://testserver") as anon:
+        found = await anon.get(f"{root}/studies", headers={"Accept": "application/dicom+json"})
+        study_uid = found.json()[0]["0020000D"]["Value"][0]
+        shared = await anon.get(f"{root}/studies/{study_uid}", headers={"Accept": DICOM})
+    assert shared.status_code == 200
+    _, failed = split_multipart(shared.content, shared.headers["content-type"])
+    assert failed[0]["content-type"] == "application/json"
+    assert failed[0]["content-location"].startswith(f"/studies/{study_uid}/series/2.25.")
+    originals = {good.study, good.series, bad.instance}
+    assert not any(uid in failed[0]["content-location"] or uid.encode() in failed[1] for uid in originals)
 
 
 async def test_a_conversion_that_fails_is_refused_before_the_response(served: ArchiveUnderTest):
