@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
+    from app.http import connections
     from app.main import create_app
 
     if settings.workers > 1:
@@ -101,6 +102,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         log_config=_log_config(settings),
+        # uvicorn's HTTP protocol, which lets a request abort its own connection (a
+        # response nobody reads; see app.http.connections).
+        http=connections.HttpProtocol,
     )
     return 0
 

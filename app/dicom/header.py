@@ -68,10 +68,12 @@ _BINARY_VRS = (BYTES_VR | AMBIGUOUS_VR) - {VR.US_SS}
 _FIXED_BINARY_VRS = BYTES_VR - {VR.UN}
 # PS3.5 §9.1: a UID is at most 64 characters of digits and dots.
 _UID = re.compile(r"[0-9.]{1,64}")
-# What pydicom raises, besides its own InvalidDicomError, on malformed input.
+# What pydicom raises, besides its own InvalidDicomError, on malformed input. It reads
+# nested sequences (PS3.5 §7.5) recursively: sequences nested deeper than the interpreter's
+# recursion limit allows are a RecursionError, which unwinds like any other.
 _PARSE_ERRORS = (
     InvalidDicomError, BytesLengthException, EOFError, ValueError, struct.error, OSError,
-    KeyError, IndexError, TypeError, NotImplementedError, OverflowError, zlib.error,
+    KeyError, IndexError, TypeError, NotImplementedError, OverflowError, zlib.error, RecursionError,
 )  # fmt: skip
 
 
@@ -170,6 +172,7 @@ def read_instance(fp: BinaryIO) -> ParsedInstance:
             raise HeaderError("truncated file: the Image Pixel Module has no Pixel Data")
     if pixel is not None:
         bulk[f"{pixel.tag:08X}"] = BulkLocation(pixel.value_offset, pixel.value_length)
+    _check_keys(ds)
     return ParsedInstance(
         ds,
         transfer_syntax,
@@ -469,6 +472,30 @@ def _frame_starts(fp: BinaryIO, fragments: list[tuple[int, int]]) -> list[int]:
         if head.startswith(_CODESTREAM_STARTS):
             starts.append(index)
     return starts
+
+
+#: The attributes the index looks instances up by, with their VR's maximum length in
+#: characters (PS3.5 Table 6.2-1): patient identity, accession number, modality.
+_KEYS = {0x00100020: ("PatientID", 64), 0x00100021: ("IssuerOfPatientID", 64),
+         0x00080050: ("AccessionNumber", 16), 0x00080060: ("Modality", 16)}  # fmt: skip
+#: The longest value of those the index takes, in bytes: a few times what their VRs
+#: allow (senders bend the standard), and short enough for a database index entry.
+MAX_KEY_BYTES = 256
+
+
+def _check_keys(ds: Dataset) -> None:
+    """Refuse an instance whose identity or look-up keys are far longer than their VRs
+    allow: the index could not hold them, and no conforming sender sends them."""
+    for tag, (keyword, maximum) in _KEYS.items():
+        if tag not in ds:
+            continue
+        value = _load(ds, tag).value
+        size = len(value) if isinstance(value, bytes) else len(str(value).encode("utf-8", "surrogateescape"))
+        if size > MAX_KEY_BYTES:
+            raise HeaderError(
+                f"{keyword} {_tag(tag)} is {size} bytes long: at most {MAX_KEY_BYTES} are indexed "
+                f"(its VR allows {maximum} characters, PS3.5 Table 6.2-1)"
+            )
 
 
 def _uid(ds: Dataset, keyword: str, tag: str) -> str:

@@ -160,9 +160,26 @@ def _time_key(ds: Dataset, keyword: str) -> str | None:
         return None
 
 
+#: PS3.5 Table 6.2-1: an IS value lies in -2^31 <= n <= 2^31 - 1 (and US, UL below it).
+_INT_RANGE = range(-(2**31), 2**31)
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
+    """An integer to index, or None when absent, unreadable or out of its VR's range (the
+    instance is stored as sent, like any value that bends the standard, but not indexed
+    by a number no conforming sender could mean).
+
+    >>> from pydicom.dataelem import RawDataElement
+    >>> from pydicom.tag import Tag
+    >>> def series_number(text: bytes) -> int | None:
+    ...     raw = RawDataElement(Tag(0x00200011), "IS", len(text), text, 0, False, True)
+    ...     return _int(Dataset({raw.tag: raw}), "SeriesNumber")
+    >>> series_number(b"12"), series_number(b"2147483648"), series_number(b"9" * 40)
+    (12, None, None)
+    """
     value = _raw(ds, keyword)
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        number = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is None or number in _INT_RANGE else None

@@ -10,6 +10,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ClientStalled
+from app.http import connections
 from app.http.errors import audit_failure, error_response
 from app.observability import logs, metrics
 from app.services import audit
@@ -21,7 +22,9 @@ access = logging.getLogger("filmless.access")
 class StallTimeout:
     """Bounds how long a client may stall: waiting for the next piece of a request body
     raises :class:`ClientStalled` (408, the request's own clean-up removes its spool files),
-    and a response body no one reads for ``timeout`` seconds ends the connection.
+    and a response body no one reads for ``timeout`` seconds ends the connection: aborted
+    (see :mod:`app.http.connections`) when the server is ``filmless serve``, else by
+    raising out of ``send``.
 
     Only the body is timed: once it is complete, ``receive`` waits for a disconnect for as
     long as a response streams, which is no stall."""
@@ -48,13 +51,40 @@ class StallTimeout:
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
+        connection = connections.current()
+        loop = asyncio.get_running_loop()
+        aborted = False
+
+        def abort() -> None:
+            nonlocal aborted
+            aborted = True
+            assert connection is not None
+            connections.abort(connection)
+
         async def timed_send(message: Message) -> None:
             # uvicorn's send waits while the client's socket buffer is full: a reader that
-            # stopped reading. A started response cannot change its status; close instead.
-            async with asyncio.timeout(self.timeout):
+            # stopped reading. A started response cannot change its status; end it instead.
+            if connection is None:
+                async with asyncio.timeout(self.timeout):
+                    await send(message)
+                return
+            # Aborted under the waiting send: uvicorn then sees the connection lost, its
+            # send returns and the response ends as for any client that went away (the
+            # streaming body is cancelled and closes what it holds), with no error.
+            timer = loop.call_later(self.timeout, abort)
+            try:
                 await send(message)
+            finally:
+                timer.cancel()
 
-        await self.app(scope, timed_receive, timed_send)
+        try:
+            await self.app(scope, timed_receive, timed_send)
+        finally:
+            if aborted:
+                log.info(
+                    "%s %s: the client stopped reading for %s s; connection aborted",
+                    scope["method"], audit.redact(scope["path"]), self.timeout,
+                )  # fmt: skip
 
 
 class CatchUnexpected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -203,6 +204,10 @@ async def _instance_parts(
             fetch_ahead(index)
             location = _instance_path(obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
             if conversion is not None:
+                failed = await _prepared(archive, conversion)
+                if failed is not None:
+                    yield {"Content-Type": "application/json", "Content-Location": location}, failed
+                    continue
                 headers = {"Content-Type": f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"}
                 yield {**headers, "Content-Location": location}, transcoded(archive, conversion)
                 continue
@@ -219,6 +224,24 @@ async def _instance_parts(
         await _abandon(ahead)
 
 
+async def _prepared(archive: Archive, conv: Conversion) -> AsyncIterator[bytes] | None:
+    """Prepare a conversion (its header and first frame) before its part starts, as the
+    first of each kind was before the response: when this later one fails, the response
+    has started and cannot change its status, so the instance is sent as a failed part, a
+    JSON body saying why, never as a part cut off. (A frame after the first that fails
+    still ends the body without its closing delimiter: its part has begun.)"""
+    if conv.prepared:
+        return None
+    try:
+        await prepare(archive, conv)
+    except NotAcceptable as exc:
+        # The reason alone: Content-Location names the instance (in a de-identifying
+        # share's terms), the message does not.
+        message = f"cannot be converted ({exc}); ask for transfer-syntax=* to get it as stored"
+        return _bytes(json.dumps({"status": 406, "message": message}).encode())
+    return None
+
+
 async def _deidentified_parts(
     parts: AsyncIterator[tuple[Mapping[str, str], AsyncIterator[bytes]]],
     key: bytes,
@@ -231,6 +254,12 @@ async def _deidentified_parts(
     }
     async for headers, chunks in parts:
         obj = by_location[headers["Content-Location"]]
+        if headers["Content-Type"] == "application/json":  # a failed part (see _prepared)
+            location = instance_path(
+                key, obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid
+            )
+            yield {**headers, "Content-Location": location}, chunks
+            continue
         syntax = headers["Content-Type"].partition("transfer-syntax=")[2] or obj.transfer_syntax_uid
         location = instance_path(key, obj.study_instance_uid, obj.series_instance_uid, obj.sop_instance_uid)
         yield (

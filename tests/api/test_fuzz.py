@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fixtures import ArchiveUnderTest
+from tests.mutations import stow_request
 from tests.samples import Sample, make_sample, multipart_body
 
 pytestmark = [
@@ -172,36 +173,8 @@ def _wado_uri(rng: random.Random, samples: list[Sample]) -> Request:
     return "GET", "/wado", {"params": params}
 
 
-def _mutated(data: bytes, rng: random.Random) -> bytes:
-    buffer = bytearray(data)
-    kind = rng.choice(["flip", "truncate", "lengths", "splice"])
-    if kind == "flip":
-        for _ in range(rng.randint(1, 16)):
-            buffer[rng.randrange(128, len(buffer))] = rng.randrange(256)
-    elif kind == "truncate":
-        del buffer[rng.randrange(0, len(buffer)) :]
-    elif kind == "lengths":
-        # A value length field made huge or odd: the 4 bytes after some VR.
-        at = rng.randrange(132, min(len(buffer) - 4, 4096))
-        buffer[at : at + 4] = rng.choice([b"\xff\xff\xff\xfe", b"\x00\x00\x00\x7f", b"\x01\x00\x00\x00"])
-    else:
-        at = rng.randrange(132, len(buffer))
-        buffer[at:at] = rng.randbytes(rng.randint(1, 64))
-    return bytes(buffer)
-
-
 def _stow(rng: random.Random, samples: list[Sample]) -> Request:
-    fresh = [make_sample(rng.choice(["ct", "mr", "jpeg", "rle"])) for _ in range(rng.randint(1, 3))]
-    parts = [_mutated(s.data, rng) if rng.random() < 0.8 else s.data for s in fresh]
-    body, ctype = multipart_body(parts)
-    framing = rng.random()
-    if framing < 0.1:
-        body = body[: rng.randrange(len(body))]  # cut off mid-body
-    elif framing < 0.15:
-        ctype = ctype.split(";")[0]  # no boundary
-    elif framing < 0.2:
-        ctype = rng.choice(["application/dicom", "text/plain", "multipart/related; boundary=", "x"])
-    path = "/dicom-web/studies" if rng.random() < 0.8 else f"/dicom-web/studies/{rng.choice(samples).study}"
+    path, body, ctype = stow_request(rng, [s.study for s in samples])
     return "POST", path, {"content": body, "headers": {"Content-Type": ctype}}
 
 

@@ -5,7 +5,9 @@ conversions that cannot be done refused before the response starts."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,68 @@ def _undecodable() -> Sample:
     return Sample(
         out.getvalue(), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID
     )
+
+
+def _jpeg_ct(**attributes: Any) -> Sample:
+    """A JPEG Baseline instance of the same kind as :func:`_undecodable` (8-bit
+    MONOCHROME2), whose codestream decodes."""
+    from PIL import Image
+
+    ds = make_sample("ct").dataset
+    jpeg = io.BytesIO()
+    Image.fromarray(np.arange(128 * 128, dtype=np.uint8).reshape(128, 128)).save(jpeg, "JPEG")
+    ds.PixelData = encapsulate([jpeg.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return Sample(
+        out.getvalue(), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID
+    )
+
+
+async def test_a_later_instance_that_cannot_be_converted_is_a_failed_part(served: ArchiveUnderTest):
+    # Tried up front, the first of their kind converts: the response starts as a 200. The
+    # second of the kind fails once it has started, and is sent as a failed part naming it.
+    good = _jpeg_ct(InstanceNumber=1)
+    bad = _undecodable()
+    ds = bad.dataset
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = good.study, good.series, 2
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    bad = Sample(out.getvalue(), good.study, good.series, bad.instance, bad.sop_class)
+    await _store(served.client, [good, bad])
+    study = await served.client.get(f"/dicom-web/studies/{good.study}", headers={"Accept": DICOM})
+    assert study.status_code == 200
+    first, failed = split_multipart(study.content, study.headers["content-type"])
+    assert first[0]["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    converted = pydicom.dcmread(io.BytesIO(first[1]))
+    assert converted.SOPInstanceUID == good.instance and converted.pixel_array.shape == (128, 128)
+    assert failed[0]["content-type"] == "application/json"
+    assert failed[0]["content-location"] == _url(bad).removeprefix("/dicom-web")
+    problem = json.loads(failed[1])
+    assert problem["status"] == 406 and "transfer-syntax=*" in problem["message"]
+
+    # Through a de-identifying share, the failed part names the instance by its new UIDs.
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    body = {"studies": [good.study], "expires_at": expires, "permissions": ["view", "download"],
+            "deidentify": True}  # fmt: skip
+    share = await served.client.post("/api/shares", json=body)
+    assert share.status_code == 201, share.text
+    root = f"/share/{share.json()['token']}/dicom-web"
+    async with httpx.AsyncClient(transport=served.client._transport, base_url="http://testserver") as anon:
+        found = await anon.get(f"{root}/studies", headers={"Accept": "application/dicom+json"})
+        study_uid = found.json()[0]["0020000D"]["Value"][0]
+        shared = await anon.get(f"{root}/studies/{study_uid}", headers={"Accept": DICOM})
+    assert shared.status_code == 200
+    _, failed = split_multipart(shared.content, shared.headers["content-type"])
+    assert failed[0]["content-type"] == "application/json"
+    assert failed[0]["content-location"].startswith(f"/studies/{study_uid}/series/2.25.")
+    originals = {good.study, good.series, bad.instance}
+    assert not any(uid in failed[0]["content-location"] or uid.encode() in failed[1] for uid in originals)
 
 
 async def test_a_conversion_that_fails_is_refused_before_the_response(served: ArchiveUnderTest):

@@ -370,3 +370,26 @@ def test_reads_from_the_reader_it_is_handed(name: str) -> None:
     assert in_memory.pixel == on_disk.pixel and in_memory.pixel is not None
     assert in_memory.bulk == on_disk.bulk
     assert to_dicom_json(in_memory) == to_dicom_json(on_disk)
+
+
+def test_sequences_nested_too_deep_are_a_header_error(tmp_path: Path) -> None:
+    # 5,000 sequences of undefined length, each in an item of the one above (PS3.5 §7.5.2):
+    # deeper than pydicom's recursive reading can go.
+    sq = b"\x08\x00\x06\x00SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    closers = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    original = sample("CT_small.dcm").read_bytes()
+    at = original.index(b"\x08\x00\x08\x00CS")  # Image Type, which follows (0008,0006)
+    data = original[:at] + sq * 5000 + closers * 5000 + original[at:]
+    with pytest.raises(HeaderError, match="RecursionError"):
+        read_header(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "IssuerOfPatientID", "AccessionNumber", "Modality"])
+def test_keys_too_long_to_index_are_a_header_error(tmp_path: Path, keyword: str) -> None:
+    ds = minimal_dataset()
+    setattr(ds, keyword, "A" * 64)  # over its VR's maximum for some, still indexed
+    read_header(save(ds, tmp_path / "long.dcm", ExplicitVRLittleEndian))
+    ds[keyword].VR = "UT"  # a value no index entry could hold, as a careless sender writes it
+    ds[keyword].value = "A" * 70_000
+    with pytest.raises(HeaderError, match=keyword):
+        read_header(save(ds, tmp_path / "huge.dcm", ExplicitVRLittleEndian))

@@ -5,6 +5,7 @@ collect them (they take minutes, and some mount a tmpfs, which needs root).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from app.http import connections
+from app.main import create_app
+from app.settings import Settings
 from harness.servers import _WEED_PORT_FLAGS, S3Server, _s3_answers, _start_weed, _stop_weed, settings_for
 from tests.fixtures import _free_port, token
 
@@ -131,6 +137,11 @@ class Node:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def pids(self) -> list[int]:
         """The server process and its children (the workers)."""
         assert self.process is not None
@@ -142,6 +153,93 @@ class Node:
                     if int(stat.rsplit(")", 1)[1].split()[1]) in found:
                         found.append(int(entry.name))
         return found
+
+
+@dataclass
+class InProcessNode:
+    """The archive under uvicorn (with ``filmless serve``'s HTTP protocol and event loop)
+    on a thread of the test's own process, so that a test can list the server's asyncio
+    tasks, which no outside view of a process shows. Its files and sockets are the test
+    process's: count those of the server (its data directory, its port), not all."""
+
+    settings: Settings
+    port: int = field(default_factory=_free_port)
+    server: uvicorn.Server | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    def token(self) -> str:
+        return token(self.settings, "LOCAL")
+
+    def start(self) -> None:
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=self.port, http=connections.HttpProtocol,
+            ws="none", log_config=None, access_log=False,
+        )  # fmt: skip
+        factory = config.get_loop_factory()
+        self.loop = factory() if factory is not None else asyncio.new_event_loop()
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(),), name="server", daemon=True
+        )
+        self.thread.start()
+        server, thread = self.server, self.thread
+        wait_for(lambda: server.started or not thread.is_alive(), 60, "the server to start")
+        assert server.started, "the server did not start (see the log above)"
+
+    def tasks(self) -> list[str]:
+        """The server's asyncio tasks, each named by the coroutine it runs."""
+        assert self.loop is not None
+
+        async def listing() -> list[str]:
+            here = asyncio.current_task()
+            return sorted(_task_name(t) for t in asyncio.all_tasks() if t is not here)
+
+        return asyncio.run_coroutine_threadsafe(listing(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.server is None or self.thread is None or self.loop is None:
+            return
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the server did not stop"
+        self.loop.close()
+        self.server = None
+
+
+def _task_name(task: asyncio.Task[object]) -> str:
+    coro = task.get_coro()
+    return str(getattr(coro, "__qualname__", None) or task.get_name())
+
+
+@pytest.fixture
+def in_process_node(clean_db: str, tmp_path: Path, signing_key: Path) -> Iterator:  # type: ignore[type-arg]
+    made: list[InProcessNode] = []
+
+    def make(**overrides: object) -> InProcessNode:
+        settings = settings_for(
+            clean_db, None, None, tmp_path / "data", sweep_interval=0, auth_local_key_file=signing_key,
+            dicom_port=0, **overrides,
+        )  # fmt: skip
+        node = InProcessNode(settings)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.stop()
 
 
 def node_env(
