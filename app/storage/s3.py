@@ -377,9 +377,9 @@ class S3Store:
         return size
 
     async def put_file(self, key: str, path: Path, *, move: bool = False) -> int:
-        # Read a part at a time: one thread hop per part, and an object that fits in one
-        # part is one PutObject.
-        return await self.put(key, file_chunks(path, self.part_size))
+        # Read in CHUNK_SIZE pieces, which put gathers into parts: reading a whole part at
+        # once would hold it twice (the piece read and the part's buffer).
+        return await self.put(key, file_chunks(path))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
