@@ -3,9 +3,11 @@ instance attributes QIDO-RS matches on (PS3.18 Table 10.6.1-5)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from app.dicom.names import fold
@@ -71,8 +73,12 @@ class IndexRecord:
     instance: InstanceRecord
 
 
-def index_record(ds: Dataset) -> IndexRecord:
-    """Index attributes of ``ds``; values that are absent or malformed become ``None``."""
+def index_record(ds: Dataset, rendered: Mapping[int, dict[str, Any]] | None = None) -> IndexRecord:
+    """Index attributes of ``ds``; values that are absent or malformed become ``None``.
+    Top-level elements in ``rendered`` (their DICOM JSON, made from their bytes by
+    :mod:`app.dicom.raw_json` and left unconverted in ``ds``) are read from there."""
+    if rendered:
+        ds = cast(Dataset, _Rendered(ds, rendered))
     tz = _text(ds, "TimezoneOffsetFromUTC")
     name = _text(ds, "PatientName")
     referring = _text(ds, "ReferringPhysicianName")
@@ -124,7 +130,37 @@ def index_record(ds: Dataset) -> IndexRecord:
     )
 
 
+class _Rendered:
+    """A data set read through its rendered elements first: for the value
+    representations :mod:`app.dicom.raw_json` renders, the JSON value is what pydicom's
+    value would print as (text as decoded, numbers as numbers, a person name's only
+    group)."""
+
+    def __init__(self, ds: Dataset, rendered: Mapping[int, dict[str, Any]]) -> None:
+        self.ds, self.rendered = ds, rendered
+
+    def value(self, keyword: str) -> Any:
+        tag = tag_for_keyword(keyword)
+        found = self.rendered.get(tag) if tag is not None else None
+        if found is None:
+            return _raw(self.ds, keyword)
+        values = found.get("Value")
+        if not values:
+            return None
+        if found["vr"] == "PN":
+            values = [v["Alphabetic"] for v in values]
+        return values[0] if len(values) == 1 else values
+
+    def __getattr__(self, keyword: str) -> Any:
+        return getattr(self.ds, keyword)
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        return self.ds.get(keyword, default)
+
+
 def _raw(ds: Dataset, keyword: str) -> Any:
+    if isinstance(ds, _Rendered):
+        return ds.value(keyword)
     try:
         element = ds[keyword] if keyword in ds else None
         return None if element is None else element.value

@@ -164,7 +164,7 @@ def _prepared(part: SpooledPart) -> Prepared | HeaderError:
     except HeaderError as exc:
         return exc
     try:
-        write = Write(index_record(parsed.dataset), _facts(part, parsed))
+        write = Write(index_record(parsed.dataset, parsed.rendered), _facts(part, parsed))
     except Exception:
         # A value no layer expected: refused like an unreadable header, logged without it.
         log.exception("STOW-RS: an instance could not be indexed")
