@@ -218,7 +218,7 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     stack.callback(renderer.shutdown, wait=False, cancel_futures=True)
     thumbnails = LruBytes(settings.thumbnail_cache_bytes)
     budget = MemoryBudget(settings.render_memory, settings.render_wait)
-    return Archive(
+    archive = Archive(
         settings=settings,
         pool=pool,
         store=store,
@@ -228,6 +228,9 @@ async def open_archive(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         invalidations=invalidations,
         audit=audit,
     )
+    # Pushed after the store and the pool, so it runs before they close.
+    stack.push_async_callback(archive.followups.close)
+    return archive
 
 
 async def open_authenticator(archive: Archive, stack: contextlib.AsyncExitStack) -> Authenticator:

@@ -16,6 +16,7 @@ from app.repository.database import Pool
 from app.repository.invalidation import Invalidations
 from app.services.audit_writer import AuditWriter
 from app.services.budget import MemoryBudget
+from app.services.followups import FollowUps
 from app.services.lru import Lru, LruBytes
 from app.settings import Settings
 from app.storage.base import BlobStore
@@ -45,6 +46,8 @@ class Archive:
     #: an entry is only looked up with a key the request has just read from the index row it
     #: found and authorised, so a deleted or replaced instance's entry is never used again.
     pixel_sources: Lru[PixelSource] = field(default_factory=lambda: Lru(PIXEL_SOURCES_BYTES))
+    #: What requests leave to do after answering (saving a rendered thumbnail).
+    followups: FollowUps = field(default_factory=FollowUps)
 
 
 #: Memory for :attr:`Archive.pixel_sources`, per process: a few KiB per instance, so tens of

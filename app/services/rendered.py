@@ -199,12 +199,21 @@ async def _cached_thumbnail(archive: Archive, item: Renderable, frame: int, medi
         return image
     source = _source(item, await pixel_source(archive, item, metadata))
     image = await render_frame(archive, source, frame, media_type, RenderOptions(), True)
-    await archive.store.put(key, _one(image))
-    if not await retrieve.remember_derived(archive.pool, item.pk, variant, key, media_type, len(image)):
-        await archive.store.delete(key)  # the instance was deleted meanwhile
-    else:
-        archive.thumbnails.put(key, image)
+    # Answered from memory from now on (safe: looked up only after the request has found
+    # the instance), and saved for every process after the response, not before it.
+    archive.thumbnails.put(key, image)
+    await archive.followups.run(_keep_thumbnail(archive, item.pk, variant, key, media_type, image))
     return image
+
+
+async def _keep_thumbnail(
+    archive: Archive, instance_pk: int, variant: str, key: str, media_type: str, image: bytes
+) -> None:
+    """Store a rendered thumbnail and record it: the object first, so no row ever names a
+    missing one."""
+    await archive.store.put(key, _one(image))
+    if not await retrieve.remember_derived(archive.pool, instance_pk, variant, key, media_type, len(image)):
+        await archive.store.delete(key)  # the instance was deleted meanwhile
 
 
 def _derived_key(object_key: str, variant: str) -> str:
