@@ -97,6 +97,7 @@ StaffViewing = Annotated[Staff, Depends(staff(Right.READ, Transaction.WADO, imag
 StaffSharing = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.SHARE))]
 StaffSharingForm = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.SHARE, form=True))]
 StaffAdministering = Annotated[Staff, Depends(staff(Right.ADMINISTER, Transaction.ADMIN))]
+StaffAdministeringForm = Annotated[Staff, Depends(staff(Right.ADMINISTER, Transaction.ADMIN, form=True))]
 StaffAuditing = Annotated[Staff, Depends(staff(Right.AUDIT, Transaction.AUDIT_QUERY))]
 StaffEnrolling = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.ENROLMENT))]
 StaffEnrollingForm = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.ENROLMENT, form=True))]
