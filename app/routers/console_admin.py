@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.errors import BadRequest, FilmlessError
 from app.http.console import Staff, StaffAdministering, StaffAdministeringForm, StaffAuditing
 from app.http.deps import ArchiveDep
+from app.http.errors import audit_failure
 from app.routers.console import console_page
 from app.services import admin
 from app.services.admin import ApplicationEntityChange, AuditFilter, NewApplicationEntity
@@ -39,10 +40,12 @@ async def admin_page(request: Request, archive: ArchiveDep, staff: StaffAdminist
 AE_MAY = ("may_echo", "may_store", "may_find", "may_move", "may_get", "destination")
 
 
-def _done(request: Request, staff: Staff, exc: FilmlessError | None = None) -> Response:
-    """Back to the administration page (303: a reload does not post again), or the reason."""
+async def _done(request: Request, staff: Staff, exc: FilmlessError | None = None) -> Response:
+    """Back to the administration page (303: a reload does not post again), or the reason
+    (recorded, as the error handler would have: the page answers in its stead)."""
     if exc is None:
         return RedirectResponse("/console/admin", status_code=303)
+    await audit_failure(request, exc.status, exc.message)
     return console_page("console_message.html", request, exc.status, signed=staff.signed, message=str(exc))
 
 
@@ -54,8 +57,8 @@ async def rename_hospital(
     try:
         await admin.rename_hospital(archive, staff.trail, code, name.strip())
     except FilmlessError as exc:
-        return _done(request, staff, exc)
-    return _done(request, staff)
+        return await _done(request, staff, exc)
+    return await _done(request, staff)
 
 
 def _change(host: str, port: int, may: list[str] | None, description: str) -> ApplicationEntityChange:
@@ -85,8 +88,8 @@ async def add_ae(
         )
         await admin.add_ae(archive, staff.trail, new)
     except FilmlessError as exc:
-        return _done(request, staff, exc)
-    return _done(request, staff)
+        return await _done(request, staff, exc)
+    return await _done(request, staff)
 
 
 @router.post("/admin/aes/{ae_title}")
@@ -101,8 +104,8 @@ async def change_ae(
         change = _change(host, port, may, description)
         await admin.update_ae(archive, staff.trail, ae_title, change, staff.principal.hospital_pk)
     except FilmlessError as exc:
-        return _done(request, staff, exc)
-    return _done(request, staff)
+        return await _done(request, staff, exc)
+    return await _done(request, staff)
 
 
 @router.post("/admin/aes/{ae_title}/remove")
@@ -112,8 +115,8 @@ async def remove_ae(
     try:
         await admin.remove_ae(archive, staff.trail, ae_title, staff.principal.hospital_pk)
     except FilmlessError as exc:
-        return _done(request, staff, exc)
-    return _done(request, staff)
+        return await _done(request, staff, exc)
+    return await _done(request, staff)
 
 
 @router.get("/audit")

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from app.errors import BadRequest, FilmlessError, PayloadTooLarge
 from app.http.console import Staff, StaffFollowingJob, StaffImporting, StaffSendingForm, check_csrf
 from app.http.deps import ArchiveDep, JobsDep
+from app.http.errors import audit_failure
 from app.routers.console import console_page
 from app.routers.uids import StudyUID
 from app.services import import_jobs, jobs, send
@@ -29,7 +30,10 @@ _FORM_OVERHEAD = 64 << 10
 _CHUNK = 1 << 20
 
 
-def _failed(request: Request, staff: Staff, exc: FilmlessError) -> Response:
+async def _failed(request: Request, staff: Staff, exc: FilmlessError) -> Response:
+    """The reason on a page, recorded as the error handler would have (the page answers
+    in its stead)."""
+    await audit_failure(request, exc.status, exc.message)
     return console_page("console_message.html", request, exc.status, signed=staff.signed, message=str(exc))
 
 
@@ -47,7 +51,7 @@ async def send_study(
     try:
         job = await send.submit(archive, jobs_, staff.trail, study, send.Destination(ae_title=destination))
     except FilmlessError as exc:
-        return _failed(request, staff, exc)
+        return await _failed(request, staff, exc)
     return _to_job(job.id)
 
 
@@ -77,7 +81,7 @@ async def import_upload(
     except ValueError:
         declared = 0
     if declared > archive.settings.max_import_size + _FORM_OVERHEAD:
-        return _failed(
+        return await _failed(
             request, staff, PayloadTooLarge(f"an import is at most {archive.settings.max_import_size} bytes")
         )
     async with request.form(max_files=1, max_fields=2) as form:
@@ -93,7 +97,7 @@ async def import_upload(
                 archive, jobs_, staff.trail, _chunks(upload), upload.content_type or "application/zip", None
             )
         except FilmlessError as exc:
-            return _failed(request, staff, exc)
+            return await _failed(request, staff, exc)
     return _to_job(job.id)
 
 
@@ -102,5 +106,5 @@ async def job_page(request: Request, job_id: str, archive: ArchiveDep, staff: St
     try:
         job = await jobs.read(archive, staff.trail, job_id, SHOWN_OUTCOMES, 0)
     except FilmlessError as exc:
-        return _failed(request, staff, exc)
+        return await _failed(request, staff, exc)
     return console_page("console_job.html", request, signed=staff.signed, job=job, shown=SHOWN_OUTCOMES)

@@ -38,6 +38,8 @@ async def remove_hospital(archive: Archive, trail: Trail, code: str) -> None:
 
 
 async def rename_hospital(archive: Archive, trail: Trail, code: str, name: str) -> hospitals.Hospital:
+    if not name.strip():
+        raise BadRequest("a hospital's name is not empty")
     renamed = await hospitals.rename(archive.pool, code, name)
     if renamed is None:
         raise NotFound(f"no member hospital {code!r}")

@@ -119,11 +119,17 @@ async def test_an_admin_renames_a_hospital_and_manages_its_aes(console: ArchiveU
         )
         gone = await browser.post("/console/admin/aes/DESK_PACS/remove", data={"csrf": csrf})
         assert gone.status_code == 404
+        blank = await browser.post(f"/console/admin/hospitals/{HOSPITAL}", data={"name": "  ", "csrf": csrf})
+        assert blank.status_code == 400
     events = await _admin_events(console, after)
     assert ("adam", 200, f"renamed hospital {HOSPITAL}") in events
     assert ("adam", 201, f"added AE DESK_PACS of {HOSPITAL}") in events
     assert ("adam", 200, "changed AE DESK_PACS") in events
     assert ("adam", 204, "removed AE DESK_PACS") in events
+    # What the console refused is on the trail too, with the reason it showed.
+    assert ("adam", 409, "AE title 'DESK_PACS' is known already") in events
+    assert ("adam", 404, "no known AE 'DESK_PACS'") in events
+    assert ("adam", 400, "a hospital's name is not empty") in events
 
 
 async def test_an_admin_changes_only_their_own_hospitals_aes(console: ArchiveUnderTest):

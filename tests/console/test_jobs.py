@@ -4,16 +4,18 @@ job's page; refused without the right or the form's token, and audited."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from pydicom.uid import generate_uid
 
 from app.repository import aes
 from app.repository.aes import NewApplicationEntity
 from tests.api.peers import needs_storescp, storescp
-from tests.console.conftest import browser_at
-from tests.console.oidc import PROVIDER_WARNINGS, csrf_of, sign_in
+from tests.console.conftest import CLIENT_SECRET, archive_with, browser_at
+from tests.console.oidc import CLIENT_ID, PROVIDER_WARNINGS, csrf_of, sign_in
 from tests.fixtures import HOSPITAL, OTHER_HOSPITAL, ArchiveUnderTest
 from tests.imports.media import SHAPES, write_fileset, zip_of
 from tests.samples import make_sample, multipart_body
@@ -112,6 +114,11 @@ async def test_a_study_is_sent_to_a_known_ae_from_its_page(console: ArchiveUnder
         sends
     )  # the send itself, when done
     assert [e["outcome"] for e in await _events(console, "JOB", after) if e["subject"] == "rita"] == [200]
+    refusals = {(e["outcome"], e["detail"]) for e in sends if e["outcome"] not in (200, 202)}
+    assert refusals == {
+        (400, "NOT_A_DEST is not a destination the archive may send to"),
+        (404, "no known application entity 'OTHERS_PACS'"),
+    }
 
 
 async def test_sending_and_following_jobs_need_the_right(console: ArchiveUnderTest):
@@ -166,6 +173,26 @@ async def test_a_cd_is_imported_from_the_browser(console: ArchiveUnderTest, tmp_
     assert any(e["instances"] == len(SHAPES) for e in imports), imports  # the import itself, when done
     # The spooled upload is gone.
     assert not [p for p in console.settings.spool_path.iterdir() if p.name.startswith("upload-")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def small_imports(clean_db: str, tmp_path: Path, issuer: str) -> AsyncIterator[ArchiveUnderTest]:
+    async for under_test in archive_with(
+        clean_db, tmp_path, oidc_issuer=issuer, oidc_client_id=CLIENT_ID, oidc_client_secret=CLIENT_SECRET,
+        max_import_size=4096,
+    ):  # fmt: skip
+        yield under_test
+
+
+async def test_an_upload_over_the_limit_is_refused_before_it_is_spooled(small_imports: ArchiveUnderTest):
+    async with browser_at(small_imports) as browser:
+        await sign_in(browser, "uma")
+        csrf = csrf_of((await browser.get("/console/imports")).text)
+        files = {"file": ("cd.zip", b"PK" + bytes(200_000), "application/zip")}
+        refused = await browser.post("/console/imports", data={"csrf": csrf}, files=files)
+    assert refused.status_code == 413 and "at most 4096 bytes" in refused.text
+    spool = small_imports.settings.spool_path
+    assert not spool.exists() or not [p for p in spool.iterdir() if p.name.startswith("upload-")]
 
 
 async def test_importing_needs_the_store_right(console: ArchiveUnderTest, tmp_path: Path):
