@@ -144,7 +144,8 @@ async def test_a_cd_is_imported_from_the_browser(console: ArchiveUnderTest, tmp_
         await sign_in(browser, "uma")
         page = await browser.get("/console/imports")
         assert page.status_code == 200
-        assert '<label for="file">' in page.text and 'enctype="multipart/form-data"' in page.text
+        assert '<label for="file">ZIP file (at most 8.0 GiB)</label>' in page.text
+        assert 'enctype="multipart/form-data"' in page.text
         csrf = csrf_of(page.text)
         upload = {"file": ("cd.zip", body, "application/zip")}
 
