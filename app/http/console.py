@@ -61,17 +61,21 @@ class Staff:
 
 
 def staff(
-    right: Right, transaction: Transaction, *, form: bool = False, image: bool = False
+    right: Right | None, transaction: Transaction, *, form: bool = False, image: bool = False
 ) -> Callable[..., Awaitable[Staff]]:
-    """The staff member of a console page that needs ``right``; with ``form``, a form
-    post whose CSRF token must match the session's. The trail starts once they are known
+    """The staff member of a console page that needs ``right`` (None: any member
+    hospital's staff, whatever their roles); with ``form``, a form post whose CSRF token
+    must match the session's. The trail starts once they are known
     (an anonymous browser is sent to sign in, not recorded)."""
 
     async def signed_staff(request: Request) -> Signed:
         signed = await signed_in(request)
         if signed is None:
             raise SignInFirst(redirect=not image)
-        if right not in signed.principal.rights:
+        if right is None:
+            if signed.principal.hospital_pk is None:
+                raise Forbidden("only a member hospital's staff may do this")
+        elif right not in signed.principal.rights:
             raise Forbidden(f"this requires the right to {right.value}")
         return signed
 
@@ -97,6 +101,12 @@ StaffViewing = Annotated[Staff, Depends(staff(Right.READ, Transaction.WADO, imag
 StaffSharing = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.SHARE))]
 StaffSharingForm = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.SHARE, form=True))]
 StaffAdministering = Annotated[Staff, Depends(staff(Right.ADMINISTER, Transaction.ADMIN))]
+StaffAdministeringForm = Annotated[Staff, Depends(staff(Right.ADMINISTER, Transaction.ADMIN, form=True))]
+StaffSendingForm = Annotated[Staff, Depends(staff(Right.DOWNLOAD, Transaction.SEND, form=True))]
+StaffImporting = Annotated[Staff, Depends(staff(Right.STORE, Transaction.IMPORT))]
+StaffImportingForm = Annotated[Staff, Depends(staff(Right.STORE, Transaction.IMPORT, form=True))]
+#: A job's page: any member hospital's staff, as for ``GET /api/jobs/{id}``.
+StaffFollowingJob = Annotated[Staff, Depends(staff(None, Transaction.JOB))]
 StaffAuditing = Annotated[Staff, Depends(staff(Right.AUDIT, Transaction.AUDIT_QUERY))]
 StaffEnrolling = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.ENROLMENT))]
 StaffEnrollingForm = Annotated[Staff, Depends(staff(Right.SHARE, Transaction.ENROLMENT, form=True))]

@@ -30,7 +30,17 @@ SELECT_BY_TITLE = f"""SELECT {_COLUMNS} FROM application_entities ae JOIN hospit
 WHERE ae.ae_title = $1 AND h.removed_at IS NULL"""
 SELECT_ALL = f"""SELECT {_COLUMNS} FROM application_entities ae JOIN hospitals h ON h.pk = ae.hospital_pk
 WHERE ($1::bigint IS NULL OR ae.hospital_pk = $1) AND h.removed_at IS NULL ORDER BY ae.ae_title"""
-DELETE = "DELETE FROM application_entities WHERE ae_title = $1 RETURNING pk"
+# A hospital's admin changes only their hospital's AEs ($2 NULL: any, for the API's admin).
+UPDATE = f"""
+WITH new AS (
+    UPDATE application_entities SET host = $3, port = $4, may_echo = $5, may_store = $6, may_find = $7,
+        may_move = $8, may_get = $9, destination = $10, description = $11
+    WHERE ae_title = $1 AND ($2::bigint IS NULL OR hospital_pk = $2)
+    RETURNING *
+)
+SELECT {_NEW_COLUMNS} FROM new JOIN hospitals h ON h.pk = new.hospital_pk WHERE h.removed_at IS NULL"""
+DELETE = """DELETE FROM application_entities WHERE ae_title = $1 AND ($2::bigint IS NULL OR hospital_pk = $2)
+RETURNING pk"""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,39 @@ async def every(pool: Pool, hospital_pk: int | None = None) -> list[ApplicationE
         return [ApplicationEntity(**dict(r)) for r in await conn.fetch(SELECT_ALL, hospital_pk)]
 
 
-async def remove(pool: Pool, ae_title: str) -> bool:
+@dataclass(frozen=True)
+class ApplicationEntityChange:
+    """What may change of a known AE: where it listens and what it may do (its title and
+    hospital are its identity; remove it and add it again to change those)."""
+
+    host: str
+    port: int
+    may_echo: bool = True
+    may_store: bool = False
+    may_find: bool = False
+    may_move: bool = False
+    may_get: bool = False
+    destination: bool = False
+    description: str = ""
+
+
+async def update(
+    pool: Pool, ae_title: str, change: ApplicationEntityChange, hospital_pk: int | None = None
+) -> ApplicationEntity | None:
+    """The entity as changed, or None when there is none by that title (of that hospital,
+    when given). A port out of range is a :class:`BadRequest`."""
     async with connection(pool) as conn:
-        return await conn.fetchval(DELETE, ae_title.strip()) is not None
+        try:
+            row = await conn.fetchrow(
+                UPDATE, ae_title.strip(), hospital_pk, change.host, change.port, change.may_echo,
+                change.may_store, change.may_find, change.may_move, change.may_get, change.destination,
+                change.description,
+            )  # fmt: skip
+        except asyncpg.CheckViolationError as exc:
+            raise BadRequest("a port is 1 to 65535") from exc
+    return ApplicationEntity(**dict(row)) if row else None
+
+
+async def remove(pool: Pool, ae_title: str, hospital_pk: int | None = None) -> bool:
+    async with connection(pool) as conn:
+        return await conn.fetchval(DELETE, ae_title.strip(), hospital_pk) is not None

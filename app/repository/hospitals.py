@@ -25,6 +25,8 @@ ON CONFLICT (code) DO NOTHING
 RETURNING pk, code, name, created_at"""
 SELECT_BY_CODE = "SELECT pk, code, name, created_at FROM hospitals WHERE code = $1 AND removed_at IS NULL"
 SELECT_ALL = "SELECT pk, code, name, created_at FROM hospitals WHERE removed_at IS NULL ORDER BY code"
+RENAME = """UPDATE hospitals SET name = $2 WHERE code = $1 AND removed_at IS NULL
+RETURNING pk, code, name, created_at"""
 REMOVE = "UPDATE hospitals SET removed_at = now() WHERE code = $1 AND removed_at IS NULL RETURNING pk"
 
 
@@ -63,6 +65,14 @@ async def by_code(pool: Pool, code: str) -> Hospital | None:
 async def every(pool: Pool) -> list[Hospital]:
     async with connection(pool) as conn:
         return [Hospital(**dict(r)) for r in await conn.fetch(SELECT_ALL)]
+
+
+async def rename(pool: Pool, code: str, name: str) -> Hospital | None:
+    """The hospital under its new name, or None when there is none by that code (the
+    name is shown, never matched against tokens: nothing to invalidate)."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(RENAME, code, name)
+    return Hospital(**dict(row)) if row else None
 
 
 async def remove(pool: Pool, code: str) -> bool:

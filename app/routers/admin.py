@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from app.dicom.query import MAX_OFFSET
 from app.http.deps import Administrator, ArchiveDep, Auditor
 from app.services import admin
-from app.services.admin import ApplicationEntity, AuditFilter, NewApplicationEntity
+from app.services.admin import ApplicationEntity, ApplicationEntityChange, AuditFilter, NewApplicationEntity
 
 router = APIRouter(prefix="/api", tags=["Administration"])
 
@@ -39,6 +39,18 @@ async def list_hospitals(archive: ArchiveDep, caller: Administrator) -> list[Hos
 async def add_hospital(body: HospitalIn, archive: ArchiveDep, caller: Administrator) -> HospitalOut:
     added = await admin.add_hospital(archive, caller.trail, body.code, body.name)
     return HospitalOut(code=added.code, name=added.name, created_at=added.created_at)
+
+
+class HospitalChange(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+@router.patch("/hospitals/{code}", summary="Rename a member hospital", response_model=HospitalOut)
+async def rename_hospital(
+    code: str, body: HospitalChange, archive: ArchiveDep, caller: Administrator
+) -> HospitalOut:
+    renamed = await admin.rename_hospital(archive, caller.trail, code, body.name)
+    return HospitalOut(code=renamed.code, name=renamed.name, created_at=renamed.created_at)
 
 
 @router.delete("/hospitals/{code}", status_code=204, summary="Remove a member hospital")
@@ -92,6 +104,27 @@ async def list_aes(archive: ArchiveDep, caller: Administrator) -> list[AeOut]:
 async def add_ae(body: AeIn, archive: ArchiveDep, caller: Administrator) -> AeOut:
     added = await admin.add_ae(archive, caller.trail, NewApplicationEntity(**body.model_dump()))
     return _ae_out(added)
+
+
+class AeChangeIn(BaseModel):
+    host: str = Field(min_length=1, max_length=253, description="Where it listens (C-MOVE, reports)")
+    port: int = Field(ge=1, le=65535)
+    may_echo: bool = True
+    may_store: bool = False
+    may_find: bool = False
+    may_move: bool = False
+    may_get: bool = False
+    destination: bool = Field(default=False, description="The archive may send to it (C-MOVE destination)")
+    description: str = Field(default="", max_length=200)
+
+
+@router.put("/aes/{ae_title}", summary="Change a known DICOM application entity", response_model=AeOut)
+async def change_ae(ae_title: str, body: AeChangeIn, archive: ArchiveDep, caller: Administrator) -> AeOut:
+    """Its title and hospital stay; everything else is replaced."""
+    changed = await admin.update_ae(
+        archive, caller.trail, ae_title, ApplicationEntityChange(**body.model_dump())
+    )
+    return _ae_out(changed)
 
 
 @router.delete("/aes/{ae_title}", status_code=204, summary="Remove a known DICOM application entity")

@@ -23,7 +23,7 @@ from app.routers.responses import IMMUTABLE, stream
 from app.routers.shares_api import created_out
 from app.routers.uids import SeriesUID, StudyUID
 from app.security.principal import Right
-from app.services import admin, qido, rendered
+from app.services import admin, qido, rendered, send
 from app.services.access_pdf import access_page_pdf
 from app.services.regional import PATIENT_KEYS
 from app.services.shares import ShareFilter, ShareRequest, now
@@ -100,10 +100,12 @@ async def study_page(
     if Right.AUDIT in principal.rights or Right.SHARE in principal.rights:
         history = await admin.study_history(archive, principal.hospital, study, 100)
     viewer = archive.settings.console_viewer_url
+    can_send = Right.DOWNLOAD in principal.rights
+    destinations = await send.destinations(archive, principal.hospital_pk) if can_send else []
     return console_page(
         "console_study.html", request, signed=signed, study=info, series=series_rows, history=history,
         viewer=viewer.replace("{study}", study) if viewer else None,
-        can_share=Right.SHARE in principal.rights,
+        can_share=Right.SHARE in principal.rights, can_send=can_send, destinations=destinations,
         default_expiry=(now() + dt.timedelta(days=30)).date(),
         max_days=archive.settings.share_max_days,
     )  # fmt: skip

@@ -11,6 +11,7 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.repository import aes, hospitals
 from app.repository import audit as audit_repository
 from app.repository.aes import ApplicationEntity as ApplicationEntity
+from app.repository.aes import ApplicationEntityChange as ApplicationEntityChange
 from app.repository.aes import NewApplicationEntity as NewApplicationEntity
 from app.repository.audit import AuditEvent
 from app.repository.audit import AuditFilter as AuditFilter
@@ -34,6 +35,16 @@ async def remove_hospital(archive: Archive, trail: Trail, code: str) -> None:
     if not await hospitals.remove(archive.pool, code):
         raise NotFound(f"no member hospital {code!r}")
     await audit.commit(archive, trail, 204, f"removed hospital {code}")
+
+
+async def rename_hospital(archive: Archive, trail: Trail, code: str, name: str) -> hospitals.Hospital:
+    if not name.strip():
+        raise BadRequest("a hospital's name is not empty")
+    renamed = await hospitals.rename(archive.pool, code, name)
+    if renamed is None:
+        raise NotFound(f"no member hospital {code!r}")
+    await audit.commit(archive, trail, 200, f"renamed hospital {code}")
+    return renamed
 
 
 async def hospitals_list(archive: Archive, trail: Trail) -> list[hospitals.Hospital]:
@@ -62,8 +73,21 @@ async def aes_list(
     return found
 
 
-async def remove_ae(archive: Archive, trail: Trail, ae_title: str) -> None:
-    if not await aes.remove(archive.pool, ae_title):
+async def update_ae(
+    archive: Archive, trail: Trail, ae_title: str, change: aes.ApplicationEntityChange,
+    hospital_pk: int | None = None,
+) -> aes.ApplicationEntity:  # fmt: skip
+    """Change where a known AE listens and what it may do; with ``hospital_pk``, only an
+    AE of that hospital (a hospital's admin manages their own)."""
+    changed = await aes.update(archive.pool, ae_title, change, hospital_pk)
+    if changed is None:
+        raise NotFound(f"no known AE {ae_title.strip()!r}")
+    await audit.commit(archive, trail, 200, f"changed AE {changed.ae_title}")
+    return changed
+
+
+async def remove_ae(archive: Archive, trail: Trail, ae_title: str, hospital_pk: int | None = None) -> None:
+    if not await aes.remove(archive.pool, ae_title, hospital_pk):
         raise NotFound(f"no known AE {ae_title.strip()!r}")
     await audit.commit(archive, trail, 204, f"removed AE {ae_title.strip()}")
 

@@ -121,6 +121,14 @@ async def submit(archive: Archive, jobs: Jobs, trail: Trail, study: str, destina
     return job
 
 
+async def destinations(archive: Archive, hospital_pk: int | None) -> list[aes.ApplicationEntity]:
+    """The known AEs of a hospital that the archive may send to, to choose from (their
+    titles and addresses, no patient data: nothing to audit)."""
+    if hospital_pk is None:
+        return []
+    return [ae for ae in await aes.every(archive.pool, hospital_pk) if ae.destination]
+
+
 @dataclass(frozen=True)
 class _Target:
     label: str

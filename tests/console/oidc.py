@@ -34,6 +34,7 @@ USERS = [
     ),
     User(sub="adam", claims={"name": "Adam Admin", "roles": ["reader", "admin"], "hospital": HOSPITAL}),
     User(sub="rita", claims={"name": "Rita Reader", "roles": ["reader"], "hospital": HOSPITAL}),
+    User(sub="uma", claims={"name": "Uma Uploader", "roles": ["uploader"], "hospital": HOSPITAL}),
     User(
         sub="reggie",
         claims={"name": "Reggie Regional", "roles": ["reader", "regional"], "hospital": HOSPITAL},
