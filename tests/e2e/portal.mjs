@@ -1,7 +1,7 @@
 // A patient's journey through the portal in headless Chromium, on a phone-sized screen:
 // the film library prints an enrolment code (staff signed in through the identity
 // provider), the patient enrols with it, signs in by the emailed link, sees their study
-// with its thumbnail, downloads the ZIP, shares the study with a physician, who opens it,
+// with its thumbnail, downloads the ZIP, views its images, shares the study with a physician, who opens it,
 // then revokes the share, after which the physician's link is refused. Screenshots are saved.
 //
 //   node portal.mjs PLAN.json
@@ -87,6 +87,14 @@ try {
   report.zipName = download.suggestedFilename();
   await download.saveAs(plan.zipPath);
 
+  // The images in the share pages' viewer, through a short-lived share of the patient's own.
+  await Promise.all([patient.waitForURL(/\/s\/[A-Za-z0-9_-]+\/studies\//), patient.click('form[action$="/view"] button')]);
+  await patient.waitForFunction(() => [...document.images].every(i => i.complete));
+  report.viewerImages = await patient.$$eval('.grid img', imgs => imgs.map(i => i.naturalWidth));
+  report.viewerHeading = await patient.locator('h1').innerText();
+  await shot('patient', '8-viewer');
+  await patient.goBack();
+
   // A share with a physician, for a bounded time.
   report.maxDays = await patient.getAttribute('#days', 'max');
   await patient.fill('#recipient', plan.recipient);
@@ -96,7 +104,7 @@ try {
   report.shareLink = (await patient.locator('p.url code').innerText()).trim();
   report.accessCode = await patient.locator('p.code').innerText();
   report.printed = await patient.locator('main').innerText();
-  await shot('patient', '8-share-made');
+  await shot('patient', '9-share-made');
 
   // The physician opens it.
   const physician = await open('physician', phone);
@@ -104,26 +112,27 @@ try {
   report.sessionPage = physician.url();
   report.physicianHeading = await physician.locator('h1').innerText();
   report.physicianStudies = await physician.locator('.study').count();
-  await shot('physician', '9-physician-opens');
+  await shot('physician', '10-physician-opens');
 
   // The patient sees it among their shares, opened, and revokes it.
   await patient.goto(`${plan.archive}/portal/shares`);
   report.shares = await patient.locator('tbody tr').allInnerTexts();
-  await shot('patient', '10-my-shares');
-  await Promise.all([patient.waitForURL(/\/portal\/shares\/[^/]+$/), patient.locator('tbody a').first().click()]);
+  await shot('patient', '11-my-shares');
+  const row = patient.locator('tbody tr', { hasText: plan.recipient });
+  await Promise.all([patient.waitForURL(/\/portal\/shares\/[^/]+$/), row.locator('a').click()]);
   report.shareBefore = await patient.locator('main').innerText();
   await patient.click('form[action$="/revoke"] button[type=submit]');
   // The same address again, without the form: the share is no longer active.
   await patient.locator('form[action$="/revoke"]').waitFor({ state: 'detached' });
   report.shareAfter = await patient.locator('main').innerText();
   report.revokeButtons = await patient.locator('form[action$="/revoke"]').count();
-  await shot('patient', '11-revoked');
+  await shot('patient', '12-revoked');
 
   // The physician's link, and the page it opened, are refused now.
   const refused = await physician.goto(report.shareLink);
   report.refusedStatus = refused.status();
   report.refusedText = await physician.locator('main').innerText();
-  await shot('physician', '12-link-refused');
+  await shot('physician', '13-link-refused');
   report.sessionStatus = (await physician.goto(report.sessionPage)).status();
 } catch (error) {
   report.error = String(error?.stack ?? error);

@@ -1,9 +1,9 @@
 """A patient's journey through the portal in a real browser: enrolment with the code the
 film library printed (staff signed in through a real OpenID Connect provider on loopback),
 the sign-in link read from a real SMTP server on loopback (aiosmtpd), the study list with
-its thumbnail, the ZIP with DICOMDIR, a share with a physician for a bounded time (the
-physician opens it, the patient is told by email), and its revocation, after which the
-physician's link is refused. Screenshots are saved."""
+its thumbnail, the ZIP with DICOMDIR, its images in the share pages' viewer, a share with
+a physician for a bounded time (the physician opens it, the patient is told by email),
+and its revocation, after which the physician's link is refused. Screenshots are saved."""
 
 from __future__ import annotations
 
@@ -164,8 +164,12 @@ def test_a_patient_enrols_signs_in_downloads_shares_and_revokes(
     assert RECIPIENT in report["printed"] and len(report["accessCode"]) >= 8
     assert report["shareLink"].startswith(f"{live_server.url}/s/")
     assert report["physicianHeading"] == "Images shared with you" and report["physicianStudies"] == 1
-    assert len(report["shares"]) == 1 and RECIPIENT in report["shares"][0]
-    assert "active" in report["shares"][0] and "1 times" in report["shares"][0]
+    # The patient's own look, in the share pages' viewer, is listed too.
+    assert report["viewerHeading"] == "CT wrist"
+    assert report["viewerImages"] and all(width > 0 for width in report["viewerImages"])
+    (listed,) = [row for row in report["shares"] if RECIPIENT in row]
+    assert "active" in listed and "1 times" in listed
+    assert len(report["shares"]) == 2 and any("you, in the viewer" in row for row in report["shares"])
     # Seven days, as asked (at most PATIENT_SHARE_DAYS).
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).strftime("%Y-%m-%d")
     assert "active" in report["shareBefore"] and f"open until {until}" in report["shareBefore"]
