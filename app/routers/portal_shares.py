@@ -1,5 +1,6 @@
-"""The patient's own shares in the portal (who opened what, and revoking them) and the
-ZIP with DICOMDIR of one of their studies: the same download a share's recipient gets."""
+"""The patient's own shares in the portal (who opened what, and revoking them), the
+ZIP with DICOMDIR of one of their studies (the same download a share's recipient gets),
+and a study opened in the share pages' viewer."""
 
 from __future__ import annotations
 
@@ -69,6 +70,30 @@ async def revoke(
             message="No such share.",
         )  # fmt: skip
     return RedirectResponse(f"/portal/shares/{share_id}", status_code=303)
+
+
+@router.post("/studies/{study}/view")
+async def view(
+    request: Request,
+    archive: ArchiveDep,
+    shares: SharesDep,
+    study: StudyUID,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The study in the share pages' viewer, through a short-lived share of the patient's
+    own (a patient holds no bearer token for a DICOMweb viewer)."""
+    signed = await signed_patient(request, archive, shares, Transaction.SHARE, csrf)
+    if signed is None:
+        return _to_portal()
+    patient, trail = signed
+    try:
+        session = await Portal(archive, shares.hasher).view(patient, trail, shares, study)
+    except NotFound:
+        return _page(
+            "portal_message.html", 404, signed_in=True, csrf=_csrf(request, archive, shares),
+            message="No such study.",
+        )  # fmt: skip
+    return RedirectResponse(f"/s/{session}/studies/{study}", status_code=303)
 
 
 @router.get("/studies/{study}/download")

@@ -43,6 +43,10 @@ LINK_MINUTES = 15
 SESSION_HOURS = 2
 #: The longest a share a patient makes may last.
 PATIENT_SHARE_DAYS = 30
+#: A share a patient makes to look at a study themselves lasts this long.
+VIEW_MINUTES = 60
+#: Who such a share is for, as the patient's list of shares shows it.
+SELF_RECIPIENT = "you, in the viewer"
 #: The most of their own shares a patient's list shows.
 SHARES_LISTED = 200
 
@@ -196,26 +200,31 @@ class Portal:
         """The session's form token: derived from its secret, so stored nowhere."""
         return self.hasher.digest("portal-csrf", session).hex()
 
+    async def _creator(self, patient: Principal, study: str) -> tuple[Principal, str]:
+        """Who a share the patient makes of ``study`` is made by: this patient, for this
+        study only, at the hospital that holds it; and the patient's email address."""
+        if patient.shared_studies is None or study not in patient.shared_studies:
+            raise NotFound(f"no study {study}")
+        account = int(patient.subject.removeprefix("patient:"))
+        hospital_pk = await repository.study_hospital(self.archive.pool, study)
+        email = await repository.email_of(self.archive.pool, account)
+        if hospital_pk is None or email is None:
+            raise NotFound(f"no study {study}")
+        creator = Principal(
+            subject=patient.subject, hospital=None, hospital_pk=hospital_pk, roles=frozenset(),
+            shared_studies=frozenset({study}), share_rights=frozenset({Right.READ}),
+        )  # fmt: skip
+        return creator, email
+
     async def share(
         self, patient: Principal, trail: Trail, shares: Shares, study: str, days: int, recipient: str | None
     ) -> CreatedShare:
         """A share of one of the patient's own studies, made in the name of the hospital
         that holds it, for at most :data:`PATIENT_SHARE_DAYS`, and recorded; the patient
         is told (by email) when it is first opened and when it is locked out."""
-        if patient.shared_studies is None or study not in patient.shared_studies:
-            raise NotFound(f"no study {study}")
+        creator, email = await self._creator(patient, study)
         if not 1 <= days <= PATIENT_SHARE_DAYS:
             raise BadRequest(f"a share you make lasts 1 to {PATIENT_SHARE_DAYS} days")
-        account = int(patient.subject.removeprefix("patient:"))
-        hospital_pk = await repository.study_hospital(self.archive.pool, study)
-        email = await repository.email_of(self.archive.pool, account)
-        if hospital_pk is None or email is None:
-            raise NotFound(f"no study {study}")
-        # The share's creator: this patient, for this study only, at its hospital.
-        creator = Principal(
-            subject=patient.subject, hospital=None, hospital_pk=hospital_pk, roles=frozenset(),
-            shared_studies=frozenset({study}), share_rights=frozenset({Right.READ}),
-        )  # fmt: skip
         asked = ShareRequest(
             studies=[study], expires_at=_now() + dt.timedelta(days=days), permissions=["view", "download"],
             recipient=recipient, notify_email=email,
@@ -226,6 +235,25 @@ class Portal:
         trail.note(studies=share.studies, owners=[share.hospital], count=1)
         await audit.commit(self.archive, trail, 201, f"patient created share {share.id}")
         return created
+
+    async def view(self, patient: Principal, trail: Trail, shares: Shares, study: str) -> str:
+        """A session of a share of the patient's own study, made for the patient's own
+        eyes: view only, for :data:`VIEW_MINUTES`, opened at once (its link and code are
+        never shown; a use limit would end the session too), and no email when opened.
+        The patient's pages hold no bearer token, and a share's session is what the share
+        pages' viewer is scoped by. It is listed among the patient's shares like any
+        other, so every look is on their record."""
+        creator, _ = await self._creator(patient, study)
+        asked = ShareRequest(
+            studies=[study], expires_at=_now() + dt.timedelta(minutes=VIEW_MINUTES), permissions=["view"],
+            recipient=SELF_RECIPIENT,
+        )  # fmt: skip
+        created = await shares.create(creator, asked)
+        session = await shares.open_session(created.share)
+        trail.event.share_id = created.share.id
+        trail.note(studies=created.share.studies, owners=[created.share.hospital], count=1)
+        await audit.commit(self.archive, trail, 303, f"patient opened study in viewer ({created.share.id})")
+        return session
 
     # --- The patient's own shares and downloads (each recorded as the patient) ----------
 

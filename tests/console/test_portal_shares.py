@@ -145,3 +145,45 @@ async def test_a_patient_downloads_her_study_as_a_zip_with_a_dicomdir(
     assert [(e["outcome"], e["study_uids"]) for e in events] == [(200, [hers]), (404, [])]
     assert events[0]["subject"] == events[1]["subject"] and str(events[0]["subject"]).startswith("patient:")
     assert events[0]["patient_ids"] == ["ZIP-A"] and events[0]["instances"] == 1
+
+
+async def test_a_patient_views_her_own_study_through_a_short_lived_share_of_her_own(
+    mailing_console: ArchiveUnderTest, mailbox: Mailbox
+):
+    portal = mailing_console
+    since = await _last(portal)
+    hers = await store(portal, "VIEW-A", "CT viewed")
+    his = await store(portal, "VIEW-B", "CT not hers")
+    address = "viewer@home.example"
+    async with browser_at(portal) as anna:
+        csrf = await signed_in_patient(portal, mailbox, anna, hers, "VIEW-A", address)
+        study = await anna.get(f"/portal/studies/{hers}")
+        assert f'action="/portal/studies/{hers}/view"' in study.text
+        assert (await anna.post(f"/portal/studies/{hers}/view", data={"csrf": "x"})).status_code == 403
+        assert (await anna.post(f"/portal/studies/{his}/view", data={"csrf": csrf})).status_code == 404
+        opened = await anna.post(f"/portal/studies/{hers}/view", data={"csrf": csrf})
+        assert opened.status_code == 303
+        page = re.fullmatch(rf"/s/([A-Za-z0-9_-]+)/studies/{re.escape(hers)}", opened.headers["location"])
+        assert page
+        viewer = await anna.get(opened.headers["location"])
+        assert viewer.status_code == 200 and "CT viewed" in viewer.text
+        images = re.findall(r'<img src="([^"]+/thumbnail)"', viewer.text)
+        assert images and (await anna.get(images[0])).content[:2] == b"\xff\xd8"
+        # View only, an hour at most, and listed among her shares.
+        assert (await anna.get(f"/s/{page.group(1)}/download")).status_code in (403, 404)
+        listed = await anna.get("/portal/shares")
+        assert "you, in the viewer" in listed.text
+    pool = portal.app.state.running.archive.pool
+    (share,) = await pool.fetch(
+        "SELECT permissions, expires_at - created_at AS lasts, notify_email FROM shares "
+        "WHERE recipient = 'you, in the viewer'"
+    )
+    assert share["permissions"] == ["view"] and share["lasts"] <= dt.timedelta(hours=1)
+    assert share["notify_email"] is None
+    # Recorded as the patient; and no "was opened" email about her own look.
+    events = await _events(portal, "SHARE", since)
+    (made,) = [e for e in events if str(e["detail"]).startswith("patient opened study in viewer")]
+    assert made["outcome"] == 303 and str(made["subject"]).startswith("patient:")
+    assert made["study_uids"] == [hers]
+    await portal.app.state.running.shares.notices.drain()
+    assert [m for m in mailbox.messages_to(address) if "was opened" in str(m["Subject"])] == []
