@@ -104,6 +104,11 @@ class ArchiveUnderTest:
         behind the requests, see app.services.audit_writer)."""
         await self.archive.audit.flush()
 
+    async def followed_up(self) -> None:
+        """Wait until what requests left to do after answering (saving a rendered
+        thumbnail, app.services.followups) is done."""
+        await self.archive.followups.settled()
+
     def token(self, hospital: str = HOSPITAL, roles: list[str] | None = None, subject: str = "tester") -> str:
         return token(self.settings, hospital, roles, subject)
 

@@ -390,8 +390,10 @@ def _study_deletion_reaches_the_other_node(a: Node, b: Node, db: str, admin: dic
     )
     first = httpx.get(b.url + thumbnail, headers=admin, timeout=30)
     assert first.status_code == 200
-    # B's memory holds it: with its stored copy forgotten, B still answers and renders
-    # nothing (rendering would record a new derived object).
+    # B saves what it rendered after answering; then its memory holds it: with its stored
+    # copy forgotten, B still answers and renders nothing (rendering would record a new
+    # derived object).
+    _until(lambda: sql(db, "SELECT count(*) AS n FROM derived_objects")[0]["n"] == 1, "B saves the thumbnail")
     sql(db, "DELETE FROM derived_objects")
     again = httpx.get(b.url + thumbnail, headers=admin, timeout=30)
     assert again.status_code == 200 and again.content == first.content

@@ -28,9 +28,13 @@ class FollowUps:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
+    async def settled(self) -> None:
+        """Wait for the follow-ups started so far."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.settled()
 
 
 async def _logged(work: Coroutine[Any, Any, None]) -> None:

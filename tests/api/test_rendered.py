@@ -107,12 +107,14 @@ async def test_thumbnails_are_small_and_cached(served: ArchiveUnderTest):
         assert response.status_code == 200, url
         assert response.headers["content-type"] == "image/jpeg"
         assert max(_image(response.content).shape[:2]) <= 128
+    await served.followed_up()  # thumbnails are saved after the response
     conn = await asyncpg.connect(served.settings.database_url.get_secret_value())
     try:
         keys = [r["object_key"] for r in await conn.fetch("SELECT object_key FROM derived_objects")]
         assert len(keys) == 2  # the middle frame (shared by three levels) and frame 3
         again = await served.client.get(urls[0])
         assert again.content == (await served.client.get(urls[2])).content
+        await served.followed_up()
         assert await conn.fetchval("SELECT count(*) FROM derived_objects") == 2
         # Deleting the instance removes its cached thumbnails too.
         assert (await served.client.delete(_url(dose))).status_code == 204
